@@ -1,0 +1,42 @@
+//! Collective communication between the ranks of a data-parallel SS-GAN run.
+//!
+//! The training step talks only to the [`Communicator`] trait. A single-process run uses
+//! [`SingleRank`], whose collectives do no work. Multi-process backends implement the same
+//! trait, so the model code does not change with the world size.
+//!
+//! Error policy: every collective returns [`CollectiveError`]; a backend never panics on a
+//! peer's failure and never blocks longer than its timeout.
+
+mod error;
+mod single;
+mod tensor;
+
+pub use error::CollectiveError;
+pub use single::SingleRank;
+pub use tensor::{all_reduce_mean_in_place, all_reduce_sum_tensor};
+
+/// A group of `world_size` ranks that run the same sequence of collective calls.
+///
+/// Every rank must issue the same collectives, with the same lengths, in the same order.
+/// A backend gives up after its timeout and returns an error that names the peer rank and the
+/// operation, so a lost peer never hangs the caller.
+pub trait Communicator: Send + Sync {
+    /// This process's rank, in `0..world_size()`.
+    fn rank(&self) -> usize;
+
+    /// Number of ranks in the group.
+    fn world_size(&self) -> usize;
+
+    /// Replaces `data` on every rank with the element-wise sum over all ranks.
+    ///
+    /// Every rank must call this with a slice of the same length.
+    fn all_reduce_sum(&self, data: &mut [f32]) -> Result<(), CollectiveError>;
+
+    /// Replaces `data` on every rank with the contents of `data` on rank `root`.
+    ///
+    /// Every rank must call this with a slice of the same length and the same `root`.
+    fn broadcast(&self, data: &mut [f32], root: usize) -> Result<(), CollectiveError>;
+
+    /// Returns once every rank has reached the barrier.
+    fn barrier(&self) -> Result<(), CollectiveError>;
+}

@@ -1,0 +1,16 @@
+//! CIFAR-10 input pipeline for SS-GAN training.
+//!
+//! [`CifarDataset`] reads CIFAR-10 binary files into memory and builds batch tensors.
+//! [`BatchOrder`] draws a deterministic, resumable order of examples, and [`shard`]
+//! splits each global batch across data-parallel ranks.
+
+mod batch;
+mod cifar;
+mod error;
+mod order;
+mod shard;
+
+pub use cifar::{CifarDataset, IMAGE_BYTES, RECORD_BYTES, Split};
+pub use error::DataError;
+pub use order::{BatchOrder, DataPosition};
+pub use shard::shard;

@@ -1,0 +1,116 @@
+//! The 32x32 ResNet discriminator with its true/fake and rotation heads.
+
+use candle_core::Tensor;
+
+use crate::config::ModelConfig;
+use crate::ctx::Ctx;
+use crate::error::{ModelError, Result};
+use crate::layers::{Conv2d, Linear};
+use crate::params::Builder;
+use crate::resample::downsample;
+
+/// Number of rotation classes: 0, 90, 180 and 270 degrees.
+pub const ROTATIONS: usize = 4;
+
+/// One residual block: out = down(conv_b(relu(conv_a(relu(x))))) + down(conv_shortcut(x)),
+/// all convs 3x3; `down` is 2x2 average pooling, or nothing in the last two blocks.
+struct DiscriminatorBlock {
+    conv_a: Conv2d,
+    conv_b: Conv2d,
+    shortcut: Conv2d,
+    downsample: bool,
+}
+
+impl DiscriminatorBlock {
+    fn new(
+        builder: &mut Builder,
+        name: &str,
+        channels: (usize, usize),
+        down: bool,
+        sn: bool,
+    ) -> Result<Self> {
+        let (c_in, c_out) = channels;
+        Ok(Self {
+            conv_a: Conv2d::new(builder, &format!("{name}.conv_a"), (c_in, c_out), 3, sn)?,
+            conv_b: Conv2d::new(builder, &format!("{name}.conv_b"), (c_out, c_out), 3, sn)?,
+            shortcut: Conv2d::new(builder, &format!("{name}.shortcut"), (c_in, c_out), 3, sn)?,
+            downsample: down,
+        })
+    }
+
+    fn forward(&self, ctx: &Ctx, x: &Tensor) -> Result<Tensor> {
+        let h = self.conv_a.forward(ctx, &x.relu()?)?;
+        let main = self.conv_b.forward(ctx, &h.relu()?)?;
+        let shortcut = self.shortcut.forward(ctx, x)?;
+        let sum = (main + shortcut)?;
+        if self.downsample {
+            downsample(&sum)
+        } else {
+            Ok(sum)
+        }
+    }
+}
+
+/// Outputs of one discriminator pass over a batch of N images.
+pub struct DiscriminatorOutput {
+    /// True/fake logits, [N].
+    pub logits: Tensor,
+    /// Rotation logits, [N, 4]; None when the variant has no rotation head.
+    pub rotation_logits: Option<Tensor>,
+}
+
+/// Scores 32x32 RGB images: four residual blocks (two downsampling), ReLU, spatial mean, then a
+/// linear true/fake head and, for SS-GAN, a linear 4-way rotation head on the same features.
+pub struct Discriminator {
+    blocks: Vec<DiscriminatorBlock>,
+    head: Linear,
+    rotation_head: Option<Linear>,
+}
+
+impl Discriminator {
+    /// Creates every parameter under the name prefix `d`.
+    pub fn new(builder: &mut Builder, cfg: &ModelConfig) -> Result<Self> {
+        let (c, sn) = (cfg.d_width(), cfg.d_spectral_norm);
+        let plan = [(3, true), (c, true), (c, false), (c, false)];
+        let blocks = plan
+            .iter()
+            .enumerate()
+            .map(|(i, &(c_in, down))| {
+                DiscriminatorBlock::new(builder, &format!("d.block{}", i + 1), (c_in, c), down, sn)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let head = Linear::new(builder, "d.head", (c, 1), 0.0, sn)?;
+        let rotation_head = cfg
+            .uses_rotation()
+            .then(|| Linear::new(builder, "d.rotation_head", (c, ROTATIONS), 0.0, sn))
+            .transpose()?;
+        Ok(Self {
+            blocks,
+            head,
+            rotation_head,
+        })
+    }
+
+    /// Scores x: [N, 3, 32, 32] with values in [0, 1], in the model's dtype.
+    pub fn forward(&self, ctx: &Ctx, x: &Tensor) -> Result<DiscriminatorOutput> {
+        let (_, channels, height, width) = x.dims4()?;
+        if (channels, height, width) != (3, 32, 32) {
+            let message = format!("images are {channels}x{height}x{width}, expected 3x32x32");
+            return Err(ModelError::Input(message));
+        }
+        let mut h = x.clone();
+        for block in &self.blocks {
+            h = block.forward(ctx, &h)?;
+        }
+        let features = h.relu()?.mean((2, 3))?;
+        let logits = self.head.forward(ctx, &features)?.squeeze(1)?;
+        let rotation_logits = match &self.rotation_head {
+            Some(head) => Some(head.forward(ctx, &features)?),
+            None => None,
+        };
+        Ok(DiscriminatorOutput {
+            logits,
+            rotation_logits,
+        })
+    }
+}

@@ -1,0 +1,72 @@
+mod common;
+
+use candle_core::DType;
+use ssgan_model::config::{GeneratorNorm, ModelConfig, Variant};
+
+// Parameter counts of compare_gan's resnet_cifar at G 256 / D 128 channels, counted by hand
+// from its variable shapes.
+const G_PLAIN_BN: usize = 5_849_603;
+const G_SELF_MODULATED_BN: usize = 5_993_187;
+const D_WITHOUT_ROTATION_HEAD: usize = 1_483_137;
+const ROTATION_HEAD: usize = 516;
+
+#[test]
+fn generator_parameter_count_plain_bn() {
+    let model = ModelConfig {
+        g_norm: GeneratorNorm::Batch,
+        ..ModelConfig::default()
+    };
+    let gan = common::build(&model, DType::F32, 0);
+    assert_eq!(gan.generator_params().param_count(), G_PLAIN_BN);
+}
+
+#[test]
+fn generator_parameter_count_self_modulated_bn() {
+    let gan = common::build(&ModelConfig::default(), DType::F32, 0);
+    assert_eq!(gan.generator_params().param_count(), G_SELF_MODULATED_BN);
+}
+
+#[test]
+fn discriminator_parameter_counts() {
+    let ssgan = common::build(&ModelConfig::default(), DType::F32, 0);
+    let expected = D_WITHOUT_ROTATION_HEAD + ROTATION_HEAD;
+    assert_eq!(ssgan.discriminator_params().param_count(), expected);
+    let uncond = ModelConfig {
+        variant: Variant::Uncond,
+        ..ModelConfig::default()
+    };
+    let uncond = common::build(&uncond, DType::F32, 0);
+    assert_eq!(
+        uncond.discriminator_params().param_count(),
+        D_WITHOUT_ROTATION_HEAD
+    );
+}
+
+#[test]
+fn generator_output_shape_and_range() {
+    let gan = common::build(&common::tiny_model(), DType::F32, 4);
+    let mut rng = <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(1);
+    let z = gan.latent(5, &mut rng).unwrap();
+    let images = gan.sample(&z).unwrap();
+    assert_eq!(images.dims4().unwrap(), (5, 3, 32, 32));
+    let values = common::to_vec(&images);
+    assert!(
+        values.iter().all(|v| *v > 0.0 && *v < 1.0),
+        "sigmoid output outside (0, 1)"
+    );
+}
+
+#[test]
+fn latent_is_uniform_in_minus_one_to_one() {
+    let mut rng = <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(9);
+    let z = ssgan_model::latent(256, 128, &mut rng, &candle_core::Device::Cpu, DType::F32).unwrap();
+    let values = common::to_vec(&z);
+    assert!(values.iter().all(|v| (-1.0..1.0).contains(v)));
+    let mean = values.iter().sum::<f64>() / values.len() as f64;
+    let variance = values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / values.len() as f64;
+    assert!(mean.abs() < 0.02, "mean {mean}");
+    assert!(
+        (variance - 1.0 / 3.0).abs() < 0.02,
+        "variance {variance}, Uniform(-1, 1) has 1/3"
+    );
+}

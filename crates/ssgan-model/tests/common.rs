@@ -1,0 +1,82 @@
+//! Helpers shared by the model's integration tests.
+
+#![allow(dead_code)]
+
+use std::sync::Arc;
+
+use candle_core::{DType, Device, Tensor, Var};
+use ssgan_collective::{Communicator, SingleRank};
+use ssgan_model::config::{GeneratorNorm, LossConfig, ModelConfig, OptimConfig};
+use ssgan_model::{GanSettings, SsGan};
+
+pub fn single() -> Arc<dyn Communicator> {
+    Arc::new(SingleRank)
+}
+
+/// A model small enough for finite differences: G width 4, D width 2, z_dim 4.
+pub fn tiny_model() -> ModelConfig {
+    ModelConfig {
+        ch: 2,
+        z_dim: 4,
+        sbn_hidden: 3,
+        g_norm: GeneratorNorm::SelfModulated,
+        ..ModelConfig::default()
+    }
+}
+
+/// Rotation of the last 2 images of each side of a batch of 4.
+pub fn tiny_loss() -> LossConfig {
+    LossConfig {
+        rotated_batch_size: 8,
+        ..LossConfig::default()
+    }
+}
+
+pub fn build(model: &ModelConfig, dtype: DType, seed: u64) -> SsGan {
+    let loss = tiny_loss();
+    let optim = OptimConfig::default();
+    let settings = GanSettings {
+        model,
+        loss: &loss,
+        optim: &optim,
+        init_seed: seed,
+        device: Device::Cpu,
+        dtype,
+    };
+    SsGan::new(&settings, single()).expect("model builds")
+}
+
+/// Images [n, 3, 32, 32] in [0, 1] from a simple deterministic pattern.
+pub fn pattern_images(n: usize, dtype: DType) -> Tensor {
+    let count = n * 3 * 32 * 32;
+    let values: Vec<f64> = (0..count)
+        .map(|i| ((i * 7919) % 251) as f64 / 250.0)
+        .collect();
+    Tensor::from_vec(values, (n, 3, 32, 32), &Device::Cpu)
+        .and_then(|t| t.to_dtype(dtype))
+        .expect("pattern tensor")
+}
+
+pub fn values(var: &Var) -> Vec<f64> {
+    let flat = var.as_tensor().flatten_all().expect("flatten");
+    flat.to_dtype(DType::F64)
+        .and_then(|t| t.to_vec1::<f64>())
+        .expect("values")
+}
+
+/// Overwrites element `index` of `var` (flattened) with `value`.
+pub fn set_element(var: &Var, index: usize, value: f64) {
+    let mut all = values(var);
+    all[index] = value;
+    let tensor = Tensor::from_vec(all, var.shape(), var.device())
+        .and_then(|t| t.to_dtype(var.dtype()))
+        .expect("tensor");
+    var.set(&tensor).expect("set");
+}
+
+pub fn to_vec(t: &Tensor) -> Vec<f64> {
+    let flat = t.flatten_all().expect("flatten");
+    flat.to_dtype(DType::F64)
+        .and_then(|t| t.to_vec1::<f64>())
+        .expect("values")
+}

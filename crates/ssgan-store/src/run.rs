@@ -1,0 +1,160 @@
+//! Run records and sample images.
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use crate::layout::validate_run_id;
+use crate::{Store, StoreError};
+
+/// State of a training run as stored in its `run.json`.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum RunState {
+    Pending,
+    Running,
+    Stopping,
+    Stopped,
+    Succeeded,
+    Failed,
+    Recovering,
+}
+
+/// Contents of `runs/<run_id>/run.json`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct RunRecord {
+    pub run_id: String,
+    pub state: RunState,
+    /// The run's training configuration as TOML text.
+    pub config_toml: String,
+    /// Number of times the run has been started, counting the first start.
+    pub attempts: u32,
+    pub latest_step: Option<u64>,
+    pub best_step: Option<u64>,
+    pub target_steps: u64,
+    /// Milliseconds since the Unix epoch.
+    pub created_unix_ms: u64,
+    /// Milliseconds since the Unix epoch.
+    pub updated_unix_ms: u64,
+}
+
+impl Store {
+    /// Reads a run's record, returning `Ok(None)` when the run has none.
+    ///
+    /// Fails with [`StoreError::InvalidRunRecord`] when `run.json` is not a valid record or
+    /// names another run.
+    pub async fn read_run(&self, run_id: &str) -> Result<Option<RunRecord>, StoreError> {
+        validate_run_id(run_id)?;
+        let location = self.layout.run_record(run_id);
+        let Some(json) = self.read_optional(&location).await? else {
+            return Ok(None);
+        };
+
+        let url = self.object_url(&location);
+        let record = parse_run_record(&json, run_id, &url)?;
+        tracing::trace!(run_id, state = ?record.state, "read run record");
+        Ok(Some(record))
+    }
+
+    /// Writes a run's record, replacing the previous one.
+    pub async fn write_run(&self, record: &RunRecord) -> Result<(), StoreError> {
+        validate_run_id(&record.run_id)?;
+        let json = serde_json::to_vec_pretty(record).map_err(|source| StoreError::Encode {
+            document: "run record",
+            source,
+        })?;
+        let location = self.layout.run_record(&record.run_id);
+        self.write(&location, Bytes::from(json)).await?;
+        tracing::debug!(run_id = %record.run_id, state = ?record.state, "wrote run record");
+        Ok(())
+    }
+
+    /// Lists the ids of the runs under `runs/`, sorted.
+    ///
+    /// A run is listed once any object exists under its directory, whether or not it has a
+    /// record. On a local store, an empty run directory is listed too. Directory names that are
+    /// not valid run ids are skipped.
+    pub async fn list_runs(&self) -> Result<Vec<String>, StoreError> {
+        let runs = self.layout.runs();
+        let listing = self
+            .object_store
+            .list_with_delimiter(Some(&runs))
+            .await
+            .map_err(|source| self.backend_error("list", &runs, source))?;
+
+        let mut run_ids: Vec<String> = listing
+            .common_prefixes
+            .iter()
+            .filter_map(|prefix| prefix.filename())
+            .filter(|name| validate_run_id(name).is_ok())
+            .map(str::to_owned)
+            .collect();
+        run_ids.sort();
+        run_ids.dedup();
+        Ok(run_ids)
+    }
+
+    /// Writes a PNG sample grid to `runs/<run_id>/samples/<step:010>.png`, replacing any
+    /// earlier one, and returns its URL.
+    pub async fn put_sample(
+        &self,
+        run_id: &str,
+        step: u64,
+        png: Bytes,
+    ) -> Result<String, StoreError> {
+        validate_run_id(run_id)?;
+        let location = self.layout.sample(run_id, step);
+        self.write(&location, png).await?;
+        let url = self.object_url(&location);
+        tracing::debug!(run_id, step, url = %url, "wrote sample grid");
+        Ok(url)
+    }
+}
+
+fn parse_run_record(json: &[u8], run_id: &str, url: &str) -> Result<RunRecord, StoreError> {
+    let invalid = |reason: String| StoreError::InvalidRunRecord {
+        url: url.to_owned(),
+        reason,
+    };
+    let record: RunRecord =
+        serde_json::from_slice(json).map_err(|error| invalid(error.to_string()))?;
+    if record.run_id != run_id {
+        return Err(invalid(format!(
+            "it names run {:?}, but is stored under run {run_id:?}",
+            record.run_id
+        )));
+    }
+    Ok(record)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn run_state_serialises_in_screaming_snake_case() {
+        let json = serde_json::to_string(&RunState::Recovering).unwrap();
+        assert_eq!(json, "\"RECOVERING\"");
+        let parsed: RunState = serde_json::from_str("\"SUCCEEDED\"").unwrap();
+        assert_eq!(parsed, RunState::Succeeded);
+    }
+
+    #[test]
+    fn parse_run_record_rejects_other_run() {
+        let record = RunRecord {
+            run_id: "a".to_owned(),
+            state: RunState::Pending,
+            config_toml: String::new(),
+            attempts: 0,
+            latest_step: None,
+            best_step: None,
+            target_steps: 1,
+            created_unix_ms: 0,
+            updated_unix_ms: 0,
+        };
+        let json = serde_json::to_vec(&record).unwrap();
+        let error = parse_run_record(&json, "b", "u").unwrap_err();
+        assert!(matches!(error, StoreError::InvalidRunRecord { .. }));
+        assert!(error.to_string().contains("\"b\""), "{error}");
+        assert_eq!(parse_run_record(&json, "a", "u").unwrap(), record);
+    }
+}

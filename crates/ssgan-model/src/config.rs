@@ -250,7 +250,7 @@ impl LossConfig {
              4 x train.batch_size = {}",
             4 * batch_size
         );
-        let ok = rotated > 0 && rotated % per_rank == 0 && rotated <= 4 * batch_size;
+        let ok = rotated > 0 && rotated.is_multiple_of(per_rank) && rotated <= 4 * batch_size;
         check(ok, "loss.rotated_batch_size", rotated, &expected)
     }
 

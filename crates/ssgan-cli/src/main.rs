@@ -1,0 +1,56 @@
+//! The `ssgan` command: train SS-GAN, sample from checkpoints, benchmark steps.
+
+mod bench;
+mod progress;
+mod sample;
+mod train;
+
+use clap::{Parser, Subcommand};
+
+/// Train and use self-supervised GANs (SS-GAN).
+#[derive(Parser)]
+#[command(name = "ssgan", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Train a model on this machine; the same --run-id resumes from its newest checkpoint.
+    Train(train::TrainArgs),
+    /// Write a PNG grid of images generated from a committed checkpoint.
+    Sample(sample::SampleArgs),
+    /// Measure throughput.
+    Bench(bench::BenchArgs),
+}
+
+fn main() {
+    init_logging();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Train(args) => train::run(args),
+        Command::Sample(args) => sample::run(args),
+        Command::Bench(args) => bench::run(args),
+    };
+    match result {
+        Ok(code) => std::process::exit(code),
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            std::process::exit(1);
+        }
+    }
+}
+
+/// Logs to stderr; RUST_LOG overrides the default of `info` for this binary and `warn`
+/// elsewhere.
+fn init_logging() {
+    let default = "warn,ssgan=info";
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+}

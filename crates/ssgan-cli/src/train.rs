@@ -1,0 +1,151 @@
+//! `ssgan train`: the embedded default, one process training on this machine.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use anyhow::{Context, Result};
+use clap::Args;
+use ssgan_worker::{Outcome, RunConfig, Trainer};
+
+use crate::progress::Progress;
+
+#[derive(Args)]
+pub struct TrainArgs {
+    /// Run config (TOML), such as configs/cifar10-cpu-demo.toml.
+    #[arg(long)]
+    config: PathBuf,
+    /// Generator steps to train in total; the same as --set train.steps=N.
+    #[arg(long)]
+    steps: Option<u64>,
+    /// Storage root: a local directory, or a file://, s3://, gs:// or az:// URL.
+    #[arg(long, default_value = "ssgan-output")]
+    storage: String,
+    /// Run id; running again with the same id resumes from its newest checkpoint.
+    /// Default: run-<UTC date and time>.
+    #[arg(long)]
+    run_id: Option<String>,
+    /// Override one config key, such as --set model.ch=32 (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    overrides: Vec<String>,
+}
+
+pub fn run(args: TrainArgs) -> Result<i32> {
+    let mut overrides = args.overrides.clone();
+    if let Some(steps) = args.steps {
+        overrides.push(format!("train.steps={steps}"));
+    }
+    let config = RunConfig::load(&args.config, &overrides)?;
+    let run_id = args.run_id.unwrap_or_else(default_run_id);
+    let mut trainer = Trainer::open(config, &args.storage, &run_id)?;
+    announce(&trainer, &args.storage);
+    let stop = install_stop_handler()?;
+    let mut progress = Progress::new(trainer.step(), trainer.config().train.steps);
+    let outcome = trainer.run(&stop, |report| progress.update(report));
+    progress.finish();
+    let outcome =
+        outcome.with_context(|| format!("run {run_id} failed at step {}", trainer.step()))?;
+    report_outcome(&trainer, outcome, &progress);
+    Ok(0)
+}
+
+fn announce(trainer: &Trainer, storage: &str) {
+    let config = trainer.config();
+    match trainer.resumed_from() {
+        Some(step) => tracing::info!(
+            run_id = trainer.run_id(),
+            "resuming from step {step} of {}",
+            config.train.steps
+        ),
+        None => tracing::info!(
+            run_id = trainer.run_id(),
+            "starting a new run of {} steps",
+            config.train.steps
+        ),
+    }
+    tracing::info!(
+        "storage {storage}; generator width {}, discriminator width {}, batch {}",
+        config.model.g_width(),
+        config.model.d_width(),
+        config.train.batch_size
+    );
+}
+
+fn report_outcome(trainer: &Trainer, outcome: Outcome, progress: &Progress) {
+    let step = match outcome {
+        Outcome::Finished { step } => step,
+        Outcome::Stopped { step } => {
+            let id = trainer.run_id();
+            tracing::info!(
+                run_id = id,
+                "stopped at step {step}; run the same command with --run-id {id} to resume"
+            );
+            step
+        }
+    };
+    if let Some(summary) = progress.summary() {
+        tracing::info!("{summary}");
+    }
+    tracing::info!(
+        run_id = trainer.run_id(),
+        "checkpoint {}",
+        trainer.checkpoint_url(step)
+    );
+}
+
+/// Sets the returned flag on the first Ctrl-C; the trainer then commits a checkpoint and
+/// returns. A second Ctrl-C exits at once with status 130.
+fn install_stop_handler() -> Result<Arc<AtomicBool>> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    ctrlc::set_handler(move || {
+        if flag.swap(true, Ordering::SeqCst) {
+            eprintln!("second interrupt: exiting without a checkpoint");
+            std::process::exit(130);
+        }
+        eprintln!(
+            "interrupt: finishing this step and committing a checkpoint (Ctrl-C again to abort)"
+        );
+    })
+    .context("cannot install the Ctrl-C handler")?;
+    Ok(stop)
+}
+
+/// `run-YYYYMMDD-HHMMSS` in UTC.
+fn default_run_id() -> String {
+    let seconds = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let (days, time) = (seconds / 86_400, seconds % 86_400);
+    let (year, month, day) = civil_from_days(days as i64);
+    let (h, m, s) = (time / 3600, time % 3600 / 60, time % 60);
+    format!("run-{year:04}{month:02}{day:02}-{h:02}{m:02}{s:02}")
+}
+
+/// Converts days since 1970-01-01 to a proleptic Gregorian (year, month, day).
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let day_of_era = z.rem_euclid(146_097);
+    let year_of_era =
+        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let mp = (5 * day_of_year + 2) / 153;
+    let day = (day_of_year - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = year_of_era + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::civil_from_days;
+
+    #[test]
+    fn civil_from_days_known_dates() {
+        assert_eq!(civil_from_days(0), (1970, 1, 1));
+        assert_eq!(civil_from_days(11_016), (2000, 2, 29));
+        assert_eq!(civil_from_days(20_791), (2026, 12, 4));
+    }
+}

@@ -1,0 +1,233 @@
+//! The `ssgan` binary run as a user would: real processes, files and signals.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn ssgan() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_ssgan"));
+    command.env("RUST_LOG", "warn,ssgan=info");
+    command
+}
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// The CPU demo config made tiny: width 2, batch 8, 2 steps, a checkpoint every step.
+const TINY: [&str; 8] = [
+    "--set",
+    "model.ch=2",
+    "--set",
+    "train.batch_size=8",
+    "--set",
+    "loss.rotated_batch_size=8",
+    "--set",
+    "checkpoint.every=1",
+];
+
+fn train(storage: &Path, run_id: &str, extra: &[&str]) -> Output {
+    let config = repo().join("configs/cifar10-cpu-demo.toml");
+    ssgan()
+        .current_dir(repo())
+        .args([
+            "train",
+            "--config",
+            config.to_str().unwrap(),
+            "--storage",
+            storage.to_str().unwrap(),
+        ])
+        .args(["--run-id", run_id])
+        .args(TINY)
+        .args(extra)
+        .output()
+        .expect("ssgan runs")
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[test]
+fn train_then_resume_continues_step_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = train(dir.path(), "demo", &["--steps", "2"]);
+    assert!(first.status.success(), "{}", stderr(&first));
+    assert!(
+        stderr(&first).contains("starting a new run"),
+        "{}",
+        stderr(&first)
+    );
+    let second = train(dir.path(), "demo", &["--steps", "3"]);
+    assert!(second.status.success(), "{}", stderr(&second));
+    assert!(
+        stderr(&second).contains("resuming from step 2"),
+        "{}",
+        stderr(&second)
+    );
+    assert!(
+        dir.path()
+            .join("runs/demo/checkpoints/0000000003/MANIFEST.json")
+            .exists()
+    );
+    assert!(dir.path().join("runs/demo/samples/0000000003.png").exists());
+}
+
+#[test]
+fn sample_writes_grid_from_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    assert!(train(dir.path(), "s", &["--steps", "1"]).status.success());
+    let out = dir.path().join("grid.png");
+    let checkpoint = dir.path().join("runs/s/checkpoints/0000000001");
+    let output = ssgan()
+        .args([
+            "sample",
+            "--checkpoint",
+            checkpoint.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--n",
+            "16",
+        ])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    let image = image::open(&out).unwrap();
+    assert_eq!((image.width(), image.height()), (4 * 34 + 2, 4 * 34 + 2));
+}
+
+#[test]
+fn sample_from_corrupted_checkpoint_fails_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    assert!(train(dir.path(), "c", &["--steps", "1"]).status.success());
+    let checkpoint = dir.path().join("runs/c/checkpoints/0000000001");
+    std::fs::write(
+        checkpoint.join("generator.safetensors"),
+        b"not the bytes that were committed",
+    )
+    .unwrap();
+    let out = dir.path().join("grid.png");
+    let output = ssgan()
+        .args([
+            "sample",
+            "--checkpoint",
+            checkpoint.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let message = stderr(&output);
+    assert!(message.contains("generator.safetensors"), "{message}");
+    assert_eq!(
+        message.lines().filter(|l| l.starts_with("error:")).count(),
+        1,
+        "{message}"
+    );
+    assert!(
+        !out.exists(),
+        "a grid was written from a damaged checkpoint"
+    );
+}
+
+fn assert_rejected(run_id: &str, extra: &[&str], expected: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = dir.path().join("store");
+    let output = train(&storage, run_id, extra);
+    assert!(!output.status.success(), "accepted {extra:?}");
+    let message = stderr(&output);
+    assert!(message.contains(expected), "{extra:?}: {message}");
+    assert!(!storage.exists(), "{extra:?} created {}", storage.display());
+}
+
+#[test]
+fn bad_input_is_rejected_before_writing() {
+    assert_rejected("bad", &["--set", "model.chanels=4"], "chanels");
+    assert_rejected("bad", &["--set", "optim.g_lr=-1"], "optim.g_lr");
+    assert_rejected(
+        "bad",
+        &["--set", "loss.rotated_batch_size=6"],
+        "loss.rotated_batch_size",
+    );
+    assert_rejected(
+        "bad",
+        &["--set", "loss.rotated_batch_size=64"],
+        "at most 4 x train.batch_size = 32",
+    );
+    assert_rejected(
+        "bad",
+        &["--set", "data.path=\"missing-dir\""],
+        "missing-dir",
+    );
+    assert_rejected("../escape", &[], "../escape");
+}
+
+#[test]
+fn interrupt_commits_checkpoint_and_exits_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = repo().join("configs/cifar10-cpu-demo.toml");
+    let mut child = ssgan()
+        .current_dir(repo())
+        .args([
+            "train",
+            "--config",
+            config.to_str().unwrap(),
+            "--storage",
+            dir.path().to_str().unwrap(),
+        ])
+        .args(["--run-id", "int", "--steps", "100000"])
+        .args(TINY)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let first = dir
+        .path()
+        .join("runs/int/checkpoints/0000000001/MANIFEST.json");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !first.exists() {
+        assert!(Instant::now() < deadline, "no checkpoint within 120 s");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let pid = child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let status = child.wait().unwrap();
+    assert!(status.success(), "exit status {status}");
+    let record = std::fs::read_to_string(dir.path().join("runs/int/run.json")).unwrap();
+    assert!(record.contains("\"STOPPED\""), "{record}");
+}
+
+#[test]
+fn bench_step_prints_json() {
+    let config = repo().join("configs/cifar10-cpu-demo.toml");
+    let output = ssgan()
+        .current_dir(repo())
+        .args([
+            "bench",
+            "step",
+            "--config",
+            config.to_str().unwrap(),
+            "--warmup",
+            "0",
+            "--steps",
+            "1",
+            "--json",
+        ])
+        .args(&TINY[..6])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    let line = String::from_utf8(output.stdout).unwrap();
+    let value: serde_json::Value = serde_json::from_str(line.trim()).unwrap();
+    assert!(value["images_per_second"].as_f64().unwrap() > 0.0, "{line}");
+    assert!(
+        value["step_seconds_median"].as_f64().unwrap() > 0.0,
+        "{line}"
+    );
+}

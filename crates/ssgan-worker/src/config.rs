@@ -1,0 +1,278 @@
+//! The run config: TOML sections of every component, `--set` overrides and validation.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use ssgan_model::{LossConfig, ModelConfig, OptimConfig};
+
+use crate::error::{Result, WorkerError};
+
+/// A whole run: what to train, on which data, for how long, and how often to checkpoint.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunConfig {
+    #[serde(default)]
+    pub run: RunSection,
+    #[serde(default)]
+    pub train: TrainSection,
+    #[serde(default)]
+    pub data: DataSection,
+    #[serde(default)]
+    pub model: ModelConfig,
+    #[serde(default)]
+    pub loss: LossConfig,
+    #[serde(default)]
+    pub optim: OptimConfig,
+    #[serde(default)]
+    pub checkpoint: CheckpointSection,
+}
+
+/// `[run]`: identity and randomness.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct RunSection {
+    /// Seed of the initial weights, the data order and every latent vector.
+    pub seed: u64,
+}
+
+/// `[train]`: length and batch.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainSection {
+    /// Number of generator steps; each follows `optim.n_dis` discriminator steps.
+    pub steps: u64,
+    /// Global batch: real images per discriminator step and fakes per step, over all ranks.
+    pub batch_size: usize,
+}
+
+impl Default for TrainSection {
+    fn default() -> Self {
+        Self {
+            steps: 100_000,
+            batch_size: 64,
+        }
+    }
+}
+
+/// Kind of training data.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DataKind {
+    /// CIFAR-10 binary files.
+    Cifar10,
+    ImageFolder,
+}
+
+/// `[data]`: where the training images are.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DataSection {
+    pub kind: DataKind,
+    /// A CIFAR-10 .bin file, or a directory whose `data_batch_*.bin` files are read; a
+    /// relative path is taken from the current directory.
+    pub path: PathBuf,
+}
+
+impl Default for DataSection {
+    fn default() -> Self {
+        Self {
+            kind: DataKind::Cifar10,
+            path: PathBuf::from("data/cifar10-sample"),
+        }
+    }
+}
+
+/// `[checkpoint]`: how often to commit and how many to keep.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CheckpointSection {
+    /// Generator steps between committed checkpoints (and sample grids); the final step is
+    /// always committed.
+    pub every: u64,
+    /// Number of newest committed checkpoints kept; older ones are deleted.
+    pub keep: usize,
+}
+
+impl Default for CheckpointSection {
+    fn default() -> Self {
+        Self {
+            every: 5_000,
+            keep: 3,
+        }
+    }
+}
+
+/// Keys that may change when a run is resumed; every other key must match its checkpoint.
+pub const RESUMABLE_KEYS: [&str; 4] = [
+    "train.steps",
+    "checkpoint.every",
+    "checkpoint.keep",
+    "data.path",
+];
+
+impl RunConfig {
+    /// Reads a TOML file, applies `KEY=VALUE` overrides in order, and validates the result.
+    pub fn load(path: &Path, overrides: &[String]) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|source| WorkerError::ConfigRead {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::from_toml(&text, &path.display().to_string(), overrides)
+    }
+
+    /// Parses TOML text (`origin` names it in errors), applies overrides, validates.
+    pub fn from_toml(text: &str, origin: &str, overrides: &[String]) -> Result<Self> {
+        let parse_error = |message: String| WorkerError::ConfigParse {
+            origin: origin.to_string(),
+            message,
+        };
+        let mut table: toml::Table = text
+            .parse()
+            .map_err(|e: toml::de::Error| parse_error(e.to_string()))?;
+        for text in overrides {
+            apply_override(&mut table, text)?;
+        }
+        let config: RunConfig = table
+            .try_into()
+            .map_err(|e: toml::de::Error| parse_error(e.to_string()))?;
+        config.validate(1)?;
+        Ok(config)
+    }
+
+    /// Checks every section for a run of `world_size` ranks.
+    pub fn validate(&self, world_size: usize) -> Result<()> {
+        self.model.validate()?;
+        self.optim.validate()?;
+        self.loss.validate(self.train.batch_size, world_size)?;
+        let batch = self.train.batch_size;
+        let batch_ok = batch >= 1 && batch.is_multiple_of(world_size);
+        check(
+            batch_ok,
+            "train.batch_size",
+            batch,
+            &format!("a positive multiple of the {world_size} ranks"),
+        )?;
+        check(
+            self.train.steps >= 1,
+            "train.steps",
+            self.train.steps,
+            "at least 1",
+        )?;
+        check(
+            self.checkpoint.every >= 1,
+            "checkpoint.every",
+            self.checkpoint.every,
+            "at least 1",
+        )?;
+        check(
+            self.checkpoint.keep >= 1,
+            "checkpoint.keep",
+            self.checkpoint.keep,
+            "at least 1",
+        )?;
+        if self.data.kind != DataKind::Cifar10 {
+            return Err(WorkerError::InvalidValue {
+                key: "data.kind",
+                value: "\"image-folder\"".into(),
+                expected: "\"cifar10\" (image folders are not implemented yet)".into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// The config as TOML, with every default filled in.
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).expect("a RunConfig always serialises")
+    }
+
+    /// SHA-256 of [`RunConfig::to_toml`], hex.
+    pub fn digest(&self) -> String {
+        hex::encode(Sha256::digest(self.to_toml().as_bytes()))
+    }
+
+    /// Dotted keys whose values differ between two configs, except [`RESUMABLE_KEYS`].
+    pub fn incompatible_keys(&self, other: &RunConfig) -> Vec<String> {
+        let (a, b) = (toml::Value::try_from(self), toml::Value::try_from(other));
+        let (Ok(a), Ok(b)) = (a, b) else {
+            return vec!["<config>".into()];
+        };
+        let mut keys = Vec::new();
+        diff_values("", &a, &b, &mut keys);
+        keys.retain(|k| !RESUMABLE_KEYS.contains(&k.as_str()));
+        keys
+    }
+}
+
+fn check(ok: bool, key: &'static str, value: impl ToString, expected: &str) -> Result<()> {
+    if ok {
+        return Ok(());
+    }
+    Err(WorkerError::InvalidValue {
+        key,
+        value: value.to_string(),
+        expected: expected.to_string(),
+    })
+}
+
+fn diff_values(prefix: &str, a: &toml::Value, b: &toml::Value, keys: &mut Vec<String>) {
+    match (a, b) {
+        (toml::Value::Table(ta), toml::Value::Table(tb)) => {
+            let mut names: Vec<&String> = ta.keys().chain(tb.keys()).collect();
+            names.sort();
+            names.dedup();
+            for name in names {
+                let path = if prefix.is_empty() {
+                    name.clone()
+                } else {
+                    format!("{prefix}.{name}")
+                };
+                match (ta.get(name), tb.get(name)) {
+                    (Some(x), Some(y)) => diff_values(&path, x, y, keys),
+                    _ => keys.push(path),
+                }
+            }
+        }
+        _ if a != b => keys.push(prefix.to_string()),
+        _ => {}
+    }
+}
+
+/// Applies one `KEY=VALUE` override: KEY is a dotted path such as `model.ch`; VALUE is a TOML
+/// value (`32`, `0.5`, `true`, `"text"`), and anything that does not parse as one is a string.
+pub fn apply_override(table: &mut toml::Table, text: &str) -> Result<()> {
+    let override_error = |reason: &str| WorkerError::Override {
+        text: text.to_string(),
+        reason: reason.to_string(),
+    };
+    let (key, raw) = text
+        .split_once('=')
+        .ok_or_else(|| override_error("expected KEY=VALUE, such as model.ch=32"))?;
+    let parts: Vec<&str> = key.trim().split('.').collect();
+    if parts.iter().any(|p| p.is_empty()) {
+        return Err(override_error(
+            "the key must be a dotted path such as train.steps",
+        ));
+    }
+    let value = parse_value(raw.trim());
+    let (last, sections) = parts.split_last().expect("split yields at least one part");
+    let mut current = table;
+    for section in sections {
+        let entry = current
+            .entry(section.to_string())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        current = entry
+            .as_table_mut()
+            .ok_or_else(|| override_error(&format!("{section} is not a section")))?;
+    }
+    current.insert(last.to_string(), value);
+    Ok(())
+}
+
+fn parse_value(raw: &str) -> toml::Value {
+    let wrapped = format!("value = {raw}");
+    match wrapped.parse::<toml::Table>() {
+        Ok(mut table) => table.remove("value").expect("the key was just written"),
+        Err(_) => toml::Value::String(raw.to_string()),
+    }
+}

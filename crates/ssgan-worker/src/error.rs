@@ -1,0 +1,58 @@
+use ssgan_data::DataError;
+use ssgan_model::ModelError;
+use ssgan_store::StoreError;
+
+/// Errors of configuring, running and checkpointing a training run.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    /// The config file could not be read.
+    #[error("cannot read config {path}: {source}")]
+    ConfigRead {
+        path: String,
+        source: std::io::Error,
+    },
+    /// The config is not valid TOML, has an unknown key, or a value of the wrong type.
+    #[error("invalid config {origin}: {message}")]
+    ConfigParse { origin: String, message: String },
+    /// A `--set KEY=VALUE` override is malformed.
+    #[error("invalid override {text:?}: {reason}")]
+    Override { text: String, reason: String },
+    /// A config value is outside its valid range.
+    #[error("invalid value {value} for {key}: expected {expected}")]
+    InvalidValue {
+        key: &'static str,
+        value: String,
+        expected: String,
+    },
+    /// The config of a resumed run differs from the one its checkpoint was trained with.
+    #[error(
+        "run {run_id} was trained with a different config; these keys differ from its \
+         checkpoint at step {step}: {keys}. Use the same config, or start a new run with \
+         another --run-id"
+    )]
+    ConfigMismatch {
+        run_id: String,
+        step: u64,
+        keys: String,
+    },
+    /// A checkpoint's trainer state is unreadable.
+    #[error("checkpoint {url} is unusable: {reason}")]
+    BadCheckpoint { url: String, reason: String },
+    /// Encoding the sample grid failed.
+    #[error("cannot encode the sample grid: {0}")]
+    Image(String),
+    #[error(transparent)]
+    Data(#[from] DataError),
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<candle_core::Error> for WorkerError {
+    fn from(error: candle_core::Error) -> Self {
+        WorkerError::Model(ModelError::Tensor(error))
+    }
+}
+
+pub type Result<T> = std::result::Result<T, WorkerError>;

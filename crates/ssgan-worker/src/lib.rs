@@ -1,0 +1,20 @@
+//! The training loop of an SS-GAN rank: the run config, data batches, the model's steps,
+//! sample grids, and checkpoints committed to object storage and resumed from it.
+//!
+//! Error policy: every fallible function returns [`WorkerError`]; errors caught and not
+//! returned (a failed final run-record write) are logged with the run id, rank and step.
+
+pub mod bench;
+pub mod config;
+mod error;
+pub mod grid;
+pub mod rng;
+pub mod sample;
+pub mod step;
+pub mod trainer;
+mod uploader;
+
+pub use config::RunConfig;
+pub use error::{Result, WorkerError};
+pub use step::{StepReport, Stepper};
+pub use trainer::{Outcome, Trainer};

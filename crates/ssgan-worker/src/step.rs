@@ -1,0 +1,138 @@
+//! One rank's training steps: real batches in data order, latent vectors, model updates.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use candle_core::{DType, Device, Tensor};
+use ssgan_collective::Communicator;
+use ssgan_data::{BatchOrder, CifarDataset, DataPosition, shard};
+use ssgan_model::{DiscriminatorMetrics, GanSettings, GeneratorMetrics, SsGan, latent};
+
+use crate::config::RunConfig;
+use crate::error::Result;
+use crate::rng::step_rng;
+
+/// Metrics of one generator step and the discriminator steps before it.
+#[derive(Clone, Copy, Debug)]
+pub struct StepReport {
+    /// Generator steps completed, this one included.
+    pub step: u64,
+    pub target_steps: u64,
+    /// Mean over this step's n_dis discriminator steps.
+    pub discriminator: DiscriminatorMetrics,
+    pub generator: GeneratorMetrics,
+    pub seconds: f64,
+    /// Global batch over the step's wall time.
+    pub images_per_second: f64,
+}
+
+/// The model, the data and the step counter of one rank.
+pub struct Stepper {
+    pub(crate) config: RunConfig,
+    pub(crate) gan: SsGan,
+    pub(crate) dataset: CifarDataset,
+    pub(crate) order: BatchOrder,
+    pub(crate) comm: Arc<dyn Communicator>,
+    pub(crate) step: u64,
+}
+
+impl Stepper {
+    /// Builds the model with its initial weights, at step 0 and the start of epoch 0.
+    pub fn new(
+        config: RunConfig,
+        dataset: CifarDataset,
+        comm: Arc<dyn Communicator>,
+    ) -> Result<Self> {
+        let gan = build_gan(&config, comm.clone())?;
+        let order = BatchOrder::new(config.run.seed, dataset.len(), DataPosition::default())?;
+        Ok(Self {
+            config,
+            gan,
+            dataset,
+            order,
+            comm,
+            step: 0,
+        })
+    }
+
+    /// Runs n_dis discriminator steps and one generator step on the next real batches.
+    pub fn train_step(&mut self) -> Result<StepReport> {
+        let started = Instant::now();
+        let n_dis = self.config.optim.n_dis;
+        let mut d_sum = DiscriminatorMetrics::default();
+        for phase in 0..n_dis {
+            let reals = self.next_real_batch()?;
+            let z = self.latent_shard(phase as u32)?;
+            let metrics = self.gan.discriminator_step(&reals, &z)?;
+            accumulate(&mut d_sum, &metrics);
+        }
+        let z = self.latent_shard(n_dis as u32)?;
+        let generator = self.gan.generator_step(&z)?;
+        self.step += 1;
+        let seconds = started.elapsed().as_secs_f64();
+        Ok(StepReport {
+            step: self.step,
+            target_steps: self.config.train.steps,
+            discriminator: scaled(&d_sum, 1.0 / n_dis as f64),
+            generator,
+            seconds,
+            images_per_second: self.config.train.batch_size as f64 / seconds,
+        })
+    }
+
+    fn next_real_batch(&mut self) -> Result<Tensor> {
+        let global = self.order.next_batch(self.config.train.batch_size);
+        let mine = shard(&global, self.comm.rank(), self.comm.world_size())?;
+        Ok(self.dataset.batch(&mine, &Device::Cpu, DType::F32)?)
+    }
+
+    /// This rank's rows of the global batch of latent vectors of `phase` in the current step.
+    /// Drawing the global batch makes the vectors independent of the world size.
+    fn latent_shard(&self, phase: u32) -> Result<Tensor> {
+        let batch = self.config.train.batch_size;
+        let mut rng = step_rng(self.config.run.seed, self.step, phase);
+        let z = latent(
+            batch,
+            self.config.model.z_dim,
+            &mut rng,
+            &Device::Cpu,
+            DType::F32,
+        )?;
+        let per_rank = batch / self.comm.world_size();
+        Ok(z.narrow(0, self.comm.rank() * per_rank, per_rank)?)
+    }
+
+    /// The model being trained.
+    pub fn gan(&self) -> &SsGan {
+        &self.gan
+    }
+}
+
+/// Builds the model of `config` with its initial weights.
+pub fn build_gan(config: &RunConfig, comm: Arc<dyn Communicator>) -> Result<SsGan> {
+    let settings = GanSettings {
+        model: &config.model,
+        loss: &config.loss,
+        optim: &config.optim,
+        init_seed: config.run.seed,
+        device: Device::Cpu,
+        dtype: DType::F32,
+    };
+    Ok(SsGan::new(&settings, comm)?)
+}
+
+fn accumulate(sum: &mut DiscriminatorMetrics, step: &DiscriminatorMetrics) {
+    sum.loss += step.loss;
+    sum.hinge += step.hinge;
+    sum.rotation += step.rotation;
+    sum.rotation_accuracy += step.rotation_accuracy;
+}
+
+fn scaled(sum: &DiscriminatorMetrics, factor: f64) -> DiscriminatorMetrics {
+    DiscriminatorMetrics {
+        loss: sum.loss * factor,
+        hinge: sum.hinge * factor,
+        rotation: sum.rotation * factor,
+        rotation_accuracy: sum.rotation_accuracy * factor,
+    }
+}

@@ -1,0 +1,92 @@
+//! Checkpoint uploads off the training thread, one in flight.
+
+use bytes::Bytes;
+use ssgan_store::{CheckpointFile, Store, StoreError};
+use tokio::runtime::Handle;
+use tokio::task::JoinHandle;
+
+use crate::error::{Result, WorkerError};
+
+/// Everything one checkpoint writes to storage.
+pub struct Snapshot {
+    pub run_id: String,
+    pub step: u64,
+    pub files: Vec<CheckpointFile>,
+    pub sample_png: Bytes,
+    /// Number of newest checkpoints retention keeps.
+    pub keep: usize,
+}
+
+/// Runs each snapshot's upload on the store's runtime; at most one is in flight. An upload
+/// error surfaces at the next [`Uploader::submit`] or [`Uploader::wait`].
+pub struct Uploader {
+    store: Store,
+    runtime: Handle,
+    in_flight: Option<(u64, JoinHandle<std::result::Result<(), StoreError>>)>,
+}
+
+impl Uploader {
+    pub fn new(store: Store, runtime: Handle) -> Self {
+        Self {
+            store,
+            runtime,
+            in_flight: None,
+        }
+    }
+
+    /// Waits for the previous upload, then starts this one. Returns the step of the previous
+    /// upload if one completed.
+    pub fn submit(&mut self, snapshot: Snapshot) -> Result<Option<u64>> {
+        let finished = self.wait()?;
+        let store = self.store.clone();
+        let step = snapshot.step;
+        let task = self
+            .runtime
+            .spawn(async move { upload(&store, snapshot).await });
+        self.in_flight = Some((step, task));
+        Ok(finished)
+    }
+
+    /// Waits for the upload in flight, if any, and returns its step once committed.
+    pub fn wait(&mut self) -> Result<Option<u64>> {
+        let Some((step, task)) = self.in_flight.take() else {
+            return Ok(None);
+        };
+        let joined = self.runtime.block_on(task);
+        let outcome = joined.map_err(|e| WorkerError::BadCheckpoint {
+            url: format!("step {step}"),
+            reason: format!("the upload task failed: {e}"),
+        })?;
+        outcome?;
+        Ok(Some(step))
+    }
+}
+
+async fn upload(store: &Store, snapshot: Snapshot) -> std::result::Result<(), StoreError> {
+    let Snapshot {
+        run_id,
+        step,
+        files,
+        sample_png,
+        keep,
+    } = snapshot;
+    tracing::debug!(run_id, step, "uploading checkpoint");
+    match store.commit_checkpoint(&run_id, step, files).await {
+        Ok(_) => {}
+        Err(StoreError::AlreadyCommitted { .. }) => {
+            // Only a resume that fell back past a checkpoint that failed verification gets
+            // here. That checkpoint is kept as it is, for inspection.
+            tracing::warn!(
+                run_id,
+                rank = 0,
+                step,
+                "step {step} already has a committed checkpoint, which is left unchanged; this step's state is not saved"
+            );
+        }
+        Err(error) => return Err(error),
+    }
+    store.put_sample(&run_id, step, sample_png).await?;
+    let deleted = store.apply_retention(&run_id, keep, &[]).await?;
+    tracing::debug!(run_id, step, ?deleted, "checkpoint committed");
+    Ok(())
+}

@@ -1,0 +1,123 @@
+mod common;
+
+use ssgan_worker::RunConfig;
+
+fn load(overrides: &[&str]) -> Result<RunConfig, String> {
+    let overrides: Vec<String> = overrides.iter().map(|s| s.to_string()).collect();
+    RunConfig::from_toml(&common::tiny_config_text(), "test.toml", &overrides)
+        .map_err(|e| e.to_string())
+}
+
+#[test]
+fn shipped_configs_parse() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs");
+    for name in ["cifar10-ssgan-sbn.toml", "cifar10-cpu-demo.toml"] {
+        let config =
+            RunConfig::load(&root.join(name), &[]).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(config.model.z_dim, 128, "{name}");
+    }
+}
+
+#[test]
+fn paper_preset_matches_the_paper() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../configs/cifar10-ssgan-sbn.toml");
+    let config = RunConfig::load(&path, &[]).unwrap();
+    assert_eq!((config.model.g_width(), config.model.d_width()), (256, 128));
+    assert_eq!(config.train.batch_size, 64);
+    assert_eq!(config.loss.rotated_batch_size, 64);
+    assert_eq!(
+        (config.loss.rotation_weight_g, config.loss.rotation_weight_d),
+        (0.2, 1.0)
+    );
+    assert_eq!(
+        (config.optim.g_lr, config.optim.beta1, config.optim.beta2),
+        (2e-4, 0.0, 0.9)
+    );
+    assert_eq!(config.optim.n_dis, 2);
+    assert_eq!(config.train.steps, 100_000);
+    assert_eq!(
+        (config.model.bn_decay, config.model.bn_epsilon),
+        (0.9, 1e-5)
+    );
+}
+
+#[test]
+fn override_sets_nested_key() {
+    let config = load(&["model.ch=5", "optim.g_lr=0.001", "train.steps=7"]).unwrap();
+    assert_eq!(config.model.ch, 5);
+    assert_eq!(config.optim.g_lr, 0.001);
+    assert_eq!(config.train.steps, 7);
+}
+
+#[test]
+fn unknown_key_is_rejected() {
+    let error = load(&["model.channels=5"]).unwrap_err();
+    assert!(error.contains("channels"), "{error}");
+    let text = common::tiny_config_text().replace("[model]", "[model]\nwidth = 3");
+    let error = RunConfig::from_toml(&text, "test.toml", &[])
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("width"), "{error}");
+    assert!(error.contains("test.toml"), "{error}");
+}
+
+#[test]
+fn unknown_section_is_rejected() {
+    let error = load(&["trian.steps=5"]).unwrap_err();
+    assert!(error.contains("trian"), "{error}");
+}
+
+#[test]
+fn negative_learning_rate_is_rejected() {
+    let error = load(&["optim.d_lr=-0.0002"]).unwrap_err();
+    assert!(error.contains("optim.d_lr"), "{error}");
+    assert!(error.contains("-0.0002"), "{error}");
+}
+
+#[test]
+fn rotated_batch_not_multiple_of_four_is_rejected() {
+    let error = load(&["loss.rotated_batch_size=6"]).unwrap_err();
+    assert!(error.contains("loss.rotated_batch_size"), "{error}");
+    assert!(error.contains("multiple of 4"), "{error}");
+}
+
+#[test]
+fn rotated_batch_over_four_batches_is_rejected() {
+    let error = load(&["loss.rotated_batch_size=36"]).unwrap_err();
+    assert!(
+        error.contains("at most 4 x train.batch_size = 32"),
+        "{error}"
+    );
+    assert!(load(&["loss.rotated_batch_size=32"]).is_ok());
+}
+
+#[test]
+fn malformed_override_is_rejected() {
+    let error = load(&["model.ch"]).unwrap_err();
+    assert!(error.contains("KEY=VALUE"), "{error}");
+}
+
+#[test]
+fn unimplemented_variant_is_named() {
+    let error = load(&["model.variant=\"cond\""]).unwrap_err();
+    assert!(error.contains("model.variant"), "{error}");
+    assert!(error.contains("not implemented"), "{error}");
+}
+
+#[test]
+fn incompatible_keys_ignore_resumable_ones() {
+    let a = load(&[]).unwrap();
+    let b = load(&[
+        "train.steps=9",
+        "checkpoint.every=4",
+        "model.ch=3",
+        "optim.g_lr=0.1",
+    ])
+    .unwrap();
+    assert_eq!(
+        a.incompatible_keys(&b),
+        vec!["model.ch".to_string(), "optim.g_lr".to_string()]
+    );
+    assert!(a.incompatible_keys(&a).is_empty());
+}

@@ -231,3 +231,68 @@ fn bench_step_prints_json() {
         "{line}"
     );
 }
+
+/// Trains against the loopback S3 server of `.ci/run` and samples from the S3 checkpoint.
+/// Without `SSGAN_TEST_S3_ENDPOINT` it prints why it skipped, and fails under `CI=true`.
+#[test]
+fn train_and_sample_on_s3() {
+    let Ok(endpoint) = std::env::var("SSGAN_TEST_S3_ENDPOINT") else {
+        assert!(
+            std::env::var("CI").is_err(),
+            "CI must set SSGAN_TEST_S3_ENDPOINT"
+        );
+        eprintln!("skipped: set SSGAN_TEST_S3_ENDPOINT and SSGAN_TEST_S3_BUCKET to run against S3");
+        return;
+    };
+    let bucket = std::env::var("SSGAN_TEST_S3_BUCKET")
+        .expect("SSGAN_TEST_S3_BUCKET is set with the endpoint");
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let root = format!("s3://{bucket}/cli-{}-{nanos}", std::process::id());
+    let config = repo().join("configs/cifar10-cpu-demo.toml");
+    let s3 = |command: &mut Command| {
+        command
+            .env("AWS_ENDPOINT", &endpoint)
+            .env("AWS_ALLOW_HTTP", "true");
+    };
+    let mut train = ssgan();
+    s3(&mut train);
+    let output = train
+        .current_dir(repo())
+        .args([
+            "train",
+            "--config",
+            config.to_str().unwrap(),
+            "--storage",
+            &root,
+            "--run-id",
+            "s3run",
+            "--steps",
+            "1",
+        ])
+        .args(TINY)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("grid.png");
+    let mut sample = ssgan();
+    s3(&mut sample);
+    let checkpoint = format!("{root}/runs/s3run/checkpoints/0000000001");
+    let output = sample
+        .args([
+            "sample",
+            "--checkpoint",
+            &checkpoint,
+            "--out",
+            out.to_str().unwrap(),
+            "--n",
+            "4",
+        ])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(out.exists());
+}

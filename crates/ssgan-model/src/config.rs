@@ -8,14 +8,14 @@ use crate::error::{ModelError, Result};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Arch {
-    /// The 32x32 ResNet of SNGAN as compare_gan's `resnet_cifar`: generator width 2*ch,
-    /// discriminator width ch (ch = 128 gives the paper's 256 / 128).
+    /// The 32x32 ResNet of SNGAN (Miyato et al., 2018) as compare_gan's `resnet_cifar`:
+    /// generator width 2*ch and discriminator width ch, so ch = 128 gives 256 and 128.
     Resnet32,
     Resnet128,
     Resnet128Scaled,
 }
 
-/// Which losses train the networks.
+/// Loss set that trains the networks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Variant {
@@ -108,9 +108,9 @@ impl Default for ModelConfig {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LossConfig {
-    /// Weight of the rotation loss on fakes in the generator's loss (alpha in the paper).
+    /// Weight of the rotation loss on fakes in the generator's loss (alpha in Chen et al.).
     pub rotation_weight_g: f64,
-    /// Weight of the rotation loss on reals in the discriminator's loss (beta in the paper).
+    /// Weight of the rotation loss on reals in the discriminator's loss (beta in Chen et al.).
     pub rotation_weight_d: f64,
     /// Global number of rotation examples per step, counting all four angles: the last
     /// rotated_batch_size / 4 images of the real batch (and of the fake batch) are rotated.
@@ -172,22 +172,7 @@ fn check(ok: bool, key: &'static str, value: impl ToString, expected: &str) -> R
 impl ModelConfig {
     /// Rejects values outside their valid range and features this version lacks.
     pub fn validate(&self) -> Result<()> {
-        if self.arch != Arch::Resnet32 {
-            let value = format!("{:?}", self.arch).to_lowercase();
-            return Err(ModelError::Unsupported {
-                key: "model.arch",
-                value,
-                supported: "resnet32",
-            });
-        }
-        if matches!(self.variant, Variant::Cond | Variant::RotOnly) {
-            let value = format!("{:?}", self.variant).to_lowercase();
-            return Err(ModelError::Unsupported {
-                key: "model.variant",
-                value,
-                supported: "ssgan, uncond",
-            });
-        }
+        self.check_implemented()?;
         check(self.ch >= 1, "model.ch", self.ch, "at least 1")?;
         check(self.z_dim >= 1, "model.z_dim", self.z_dim, "at least 1")?;
         let positive = self.init_std.is_finite() && self.init_std > 0.0;
@@ -210,6 +195,27 @@ impl ModelConfig {
         check(hidden_ok, "model.sbn_hidden", self.sbn_hidden, "at least 1")
     }
 
+    /// Rejects architectures and variants that this version does not build yet.
+    fn check_implemented(&self) -> Result<()> {
+        if self.arch != Arch::Resnet32 {
+            let value = format!("{:?}", self.arch).to_lowercase();
+            return Err(ModelError::Unsupported {
+                key: "model.arch",
+                value,
+                supported: "resnet32",
+            });
+        }
+        if matches!(self.variant, Variant::Cond | Variant::RotOnly) {
+            let value = format!("{:?}", self.variant).to_lowercase();
+            return Err(ModelError::Unsupported {
+                key: "model.variant",
+                value,
+                supported: "ssgan, uncond",
+            });
+        }
+        Ok(())
+    }
+
     /// Channel width of the generator's residual blocks.
     pub fn g_width(&self) -> usize {
         2 * self.ch
@@ -220,7 +226,7 @@ impl ModelConfig {
         self.ch
     }
 
-    /// Whether the discriminator has a rotation head and the losses use it.
+    /// Returns whether the discriminator has a rotation head and the losses use it.
     pub fn uses_rotation(&self) -> bool {
         self.variant == Variant::Ssgan
     }

@@ -110,10 +110,10 @@ impl SsGan {
         })
     }
 
-    /// Discriminator loss on reals [B, 3, 32, 32] in [0, 1] and fakes generated from z [B, z_dim].
+    /// Computes the discriminator loss on reals [B, 3, 32, 32] in [0, 1] and fakes generated from z [B, z_dim].
     ///
     /// The generator runs in training mode (batch statistics) without recording a graph; the
-    /// discriminator sees [x, x_rot, g, g_rot] in one pass. `update_state` lets batch norm and
+    /// discriminator scores [x, x_rot, g, g_rot] in one pass. `update_state` lets batch norm and
     /// spectral norm update their state, as a real step does.
     pub fn discriminator_loss(
         &self,
@@ -141,7 +141,7 @@ impl SsGan {
         Ok((total, metrics))
     }
 
-    /// Generator loss on fakes from z [B, z_dim]: the discriminator (not recorded for its own
+    /// Computes the generator loss on fakes from z [B, z_dim]: the discriminator (not recorded for its own
     /// weights) scores [g, g_rot]. It has no batch-dependent layers, so leaving the reals out
     /// of this pass gives the same fake logits as the full four-part batch.
     pub fn generator_loss(
@@ -172,7 +172,7 @@ impl SsGan {
         Ok((total, metrics))
     }
 
-    /// One discriminator update: loss, backward, gradient mean over ranks, Adam.
+    /// Applies one discriminator update: loss, backward, gradient mean over ranks, Adam.
     pub fn discriminator_step(
         &mut self,
         reals: &Tensor,
@@ -185,7 +185,7 @@ impl SsGan {
         Ok(metrics)
     }
 
-    /// One generator update: loss, backward, gradient mean over ranks, Adam.
+    /// Applies one generator update: loss, backward, gradient mean over ranks, Adam.
     pub fn generator_step(&mut self, z: &Tensor) -> Result<GeneratorMetrics> {
         let (total, metrics) = self.generator_loss(z, true)?;
         let grads = total.backward()?;

@@ -57,7 +57,7 @@ impl ParamStore {
         var
     }
 
-    /// Every tensor, parameters and buffers, by name.
+    /// Returns every tensor, parameters and buffers, by name.
     pub fn tensors(&self) -> HashMap<String, Tensor> {
         let all = self.entries.iter();
         all.map(|(name, _, var)| (name.clone(), var.as_tensor().clone()))
@@ -151,8 +151,8 @@ pub struct Builder<'a> {
 }
 
 impl Builder<'_> {
-    /// A kernel of `shape` whose last dimensions after the first are the inputs and whose first
-    /// dimension is the outputs (candle's [out, in] and [out, in, kh, kw] layouts).
+    /// Creates a kernel of `shape`, whose first dimension is the outputs and whose other
+    /// dimensions are the inputs (candle's [out, in] and [out, in, kh, kw] layouts).
     pub fn kernel(&mut self, name: String, shape: &[usize]) -> Result<Var> {
         let fan_out = shape[0];
         let fan_in: usize = shape[1..].iter().product();
@@ -163,19 +163,19 @@ impl Builder<'_> {
         self.var(name, Kind::Param, values, shape)
     }
 
-    /// A parameter filled with `value`.
+    /// Creates a parameter filled with `value`.
     pub fn constant(&mut self, name: String, shape: &[usize], value: f64) -> Result<Var> {
         let count = shape.iter().product();
         self.var(name, Kind::Param, vec![value; count], shape)
     }
 
-    /// A buffer filled with `value`.
+    /// Creates a buffer filled with `value`.
     pub fn buffer(&mut self, name: String, shape: &[usize], value: f64) -> Result<Var> {
         let count = shape.iter().product();
         self.var(name, Kind::Buffer, vec![value; count], shape)
     }
 
-    /// A buffer drawn from N(0, 1).
+    /// Creates a buffer drawn from N(0, 1).
     pub fn normal_buffer(&mut self, name: String, len: usize) -> Result<Var> {
         let values = self.normal_values(len, 1.0);
         self.var(name, Kind::Buffer, values, &[len])

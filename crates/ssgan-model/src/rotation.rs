@@ -50,8 +50,8 @@ pub fn rotation_labels(n: usize, device: &Device) -> Result<Tensor> {
     Ok(Tensor::from_vec(labels, 4 * n, device)?)
 }
 
-/// The last `n` images of x: [B, C, S, S] rotated by 90, 180 and 270 degrees, grouped by angle:
-/// [3n, C, S, S].
+/// Rotates the last `n` images of x: [B, C, S, S] by 90, 180 and 270 degrees and returns them
+/// grouped by angle: [3n, C, S, S].
 pub fn rotated_tail(x: &Tensor, n: usize) -> Result<Tensor> {
     let b = x.dim(0)?;
     let tail = x.narrow(0, b - n, n)?;
@@ -88,7 +88,7 @@ impl SideRows {
         self.batch + 3 * self.rotated
     }
 
-    /// Whether this side has no rows.
+    /// Returns whether this side has no rows.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

@@ -70,3 +70,51 @@ fn latent_is_uniform_in_minus_one_to_one() {
         "variance {variance}, Uniform(-1, 1) has 1/3"
     );
 }
+
+#[test]
+fn orthogonal_init_gives_orthonormal_kernels() {
+    use rand::SeedableRng;
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
+    // [out, in] with more inputs than outputs: the rows are orthonormal.
+    for (fan_in, fan_out) in [(18, 6), (6, 18), (7, 7)] {
+        let w = ssgan_model::params::orthogonal_values(&mut rng, fan_in, fan_out);
+        let (small, large) = (fan_in.min(fan_out), fan_in.max(fan_out));
+        // Vectors along the smaller dimension, each of the larger length.
+        let vector = |k: usize| -> Vec<f64> {
+            (0..large)
+                .map(|m| {
+                    if fan_in >= fan_out {
+                        w[k * fan_in + m]
+                    } else {
+                        w[m * fan_in + k]
+                    }
+                })
+                .collect()
+        };
+        for a in 0..small {
+            for b in 0..small {
+                let dot: f64 = vector(a).iter().zip(vector(b)).map(|(x, y)| x * y).sum();
+                let expected = if a == b { 1.0 } else { 0.0 };
+                assert!(
+                    (dot - expected).abs() < 1e-12,
+                    "{fan_in}x{fan_out}: <{a}, {b}> = {dot}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn orthogonal_model_builds() {
+    let model = ModelConfig {
+        init: ssgan_model::config::Init::Orthogonal,
+        ..common::tiny_model()
+    };
+    let gan = common::build(&model, DType::F32, 8);
+    assert_eq!(
+        gan.generator_params().param_count(),
+        common::build(&common::tiny_model(), DType::F32, 8)
+            .generator_params()
+            .param_count()
+    );
+}

@@ -181,7 +181,7 @@ impl RunConfig {
         Ok(())
     }
 
-    /// The config as TOML, with every default filled in.
+    /// Serialises the config to TOML, with every default filled in.
     pub fn to_toml(&self) -> String {
         toml::to_string(self).expect("a RunConfig always serialises")
     }

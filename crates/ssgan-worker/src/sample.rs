@@ -57,9 +57,10 @@ fn checkpoint_config(checkpoint: &LoadedCheckpoint, url: &str) -> Result<RunConf
 }
 
 impl CheckpointGenerator {
-    /// Generates `n` images [n, 3, 32, 32] in (0, 1) in evaluation mode. Without `seed` the
-    /// latent vectors are the run's fixed sample-grid vectors (the first n of them, drawn
-    /// from the run seed); with a seed they are drawn from that seed's sample stream.
+    /// Generates `n` images [n, 3, 32, 32] in (0, 1) in evaluation mode.
+    ///
+    /// Without `seed`, the latent vectors are the first n of the run's fixed sample-grid
+    /// vectors. With a seed, they come from that seed's sample stream instead.
     pub fn generate(&self, n: usize, seed: Option<u64>) -> Result<Tensor> {
         let mut rng = sample_rng(seed.unwrap_or(self.config.run.seed));
         let z = latent(

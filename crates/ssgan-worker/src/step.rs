@@ -102,7 +102,7 @@ impl Stepper {
         Ok(z.narrow(0, self.comm.rank() * per_rank, per_rank)?)
     }
 
-    /// The model being trained.
+    /// Returns the model being trained.
     pub fn gan(&self) -> &SsGan {
         &self.gan
     }

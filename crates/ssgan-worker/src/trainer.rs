@@ -45,7 +45,7 @@ pub struct TrainerState {
 
 const RNG_SCHEME: &str = "chacha8: key = run.seed, stream = step * 256 + phase";
 
-/// How [`Trainer::run`] ended.
+/// Result of [`Trainer::run`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Outcome {
     /// Reached train.steps and committed the final checkpoint.
@@ -62,6 +62,8 @@ pub struct Trainer {
     record: RunRecord,
     sample_z: Tensor,
     resumed_from: Option<u64>,
+    /// Step of the newest checkpoint committed or being uploaded.
+    last_checkpoint: Option<u64>,
 }
 
 impl Trainer {
@@ -100,6 +102,7 @@ impl Trainer {
             record,
             sample_z,
             resumed_from: None,
+            last_checkpoint: None,
         })
     }
 
@@ -133,6 +136,7 @@ impl Trainer {
         stepper.order = BatchOrder::new(seed, len, state.data_position)?;
         stepper.step = state.step;
         self.resumed_from = Some(state.step);
+        self.last_checkpoint = Some(state.step);
         tracing::debug!(run_id = %self.record.run_id, step = state.step, "resumed from checkpoint");
         Ok(())
     }
@@ -142,7 +146,7 @@ impl Trainer {
         self.stepper.step
     }
 
-    /// The step of the checkpoint this run resumed from, if any.
+    /// Returns the step of the checkpoint this run resumed from, if any.
     pub fn resumed_from(&self) -> Option<u64> {
         self.resumed_from
     }
@@ -201,7 +205,7 @@ impl Trainer {
                 self.commit_checkpoint()?;
             }
         }
-        if self.record.latest_step != Some(self.step()) {
+        if self.last_checkpoint != Some(self.step()) {
             self.commit_checkpoint()?;
         }
         self.finish_uploads()?;
@@ -216,6 +220,7 @@ impl Trainer {
     /// previous checkpoint must have finished, and its error, if any, is returned here.
     pub fn commit_checkpoint(&mut self) -> Result<()> {
         let snapshot = self.snapshot()?;
+        self.last_checkpoint = Some(snapshot.step);
         if let Some(step) = self.uploader.submit(snapshot)? {
             self.record_committed(step)?;
         }

@@ -28,6 +28,9 @@ struct StepArgs {
     /// Override one config key (repeatable).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     overrides: Vec<String>,
+    /// Global batch size measured, replacing the config's train.batch_size.
+    #[arg(long, default_value_t = 64)]
+    batch_size: usize,
     /// Untimed steps before measuring.
     #[arg(long, default_value_t = 2)]
     warmup: usize,
@@ -45,7 +48,9 @@ pub fn run(args: BenchArgs) -> Result<i32> {
         args.steps >= 1,
         "invalid --steps 0: expected at least 1 timed step"
     );
-    let config = RunConfig::load(&args.config, &args.overrides)?;
+    let mut overrides = args.overrides.clone();
+    overrides.push(format!("train.batch_size={}", args.batch_size));
+    let config = RunConfig::load(&args.config, &overrides)?;
     let result = bench_step(config, args.warmup, args.steps)?;
     if args.json {
         println!("{}", serde_json::to_string(&result)?);

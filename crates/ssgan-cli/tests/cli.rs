@@ -219,6 +219,7 @@ fn bench_step_prints_json() {
             "1",
             "--json",
         ])
+        .args(["--batch-size", "8"])
         .args(&TINY[..6])
         .output()
         .unwrap();
@@ -230,6 +231,7 @@ fn bench_step_prints_json() {
         value["step_seconds_median"].as_f64().unwrap() > 0.0,
         "{line}"
     );
+    assert_eq!(value["batch_size"].as_u64(), Some(8), "{line}");
 }
 
 /// Trains against the loopback S3 server of `.ci/run` and samples from the S3 checkpoint.

@@ -111,7 +111,7 @@ fn corrupted_latest_checkpoint_falls_back() {
 }
 
 #[test]
-fn changed_config_on_resume_is_rejected_and_writes_nothing() {
+fn resume_with_changed_config_rejected() {
     let dir = tempfile::tempdir().unwrap();
     let storage = dir.path().to_str().unwrap();
     train(storage, "fixed", &[]);

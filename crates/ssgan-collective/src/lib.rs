@@ -4,8 +4,8 @@
 //! [`SingleRank`], whose collectives do no work. Multi-process backends implement the same
 //! trait, so the model code does not change with the world size.
 //!
-//! Error policy: every collective returns [`CollectiveError`]; a backend never panics on a
-//! peer's failure and never blocks longer than its timeout.
+//! Error policy: every collective returns [`CollectiveError`]. A backend must not panic on a
+//! peer's failure and must not block longer than its timeout.
 
 mod error;
 mod single;
@@ -18,8 +18,8 @@ pub use tensor::{all_reduce_mean_in_place, all_reduce_sum_tensor};
 /// A group of `world_size` ranks that run the same sequence of collective calls.
 ///
 /// Every rank must issue the same collectives, with the same lengths, in the same order.
-/// A backend gives up after its timeout and returns an error that names the peer rank and the
-/// operation, so a lost peer never hangs the caller.
+/// A backend must give up after its timeout and return an error that names the peer rank and
+/// the operation, so that a lost peer cannot hang the caller.
 pub trait Communicator: Send + Sync {
     /// This process's rank, in `0..world_size()`.
     fn rank(&self) -> usize;

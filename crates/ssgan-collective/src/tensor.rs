@@ -19,7 +19,8 @@ use crate::{CollectiveError, Communicator};
 /// F32, which loses precision.
 ///
 /// Every rank must call this for the same tensor shapes in the same order, in the forward pass
-/// and again in the backward pass; a missing peer gives the communicator's timeout error.
+/// and again in the backward pass. A missing peer makes the call fail with the communicator's
+/// timeout error.
 pub fn all_reduce_sum_tensor(
     comm: &Arc<dyn Communicator>,
     x: &Tensor,

@@ -50,7 +50,7 @@ impl Adam {
         })
     }
 
-    /// The parameters this optimizer updates, in order.
+    /// Returns the parameters this optimizer updates, in order.
     pub fn params(&self) -> impl Iterator<Item = &Var> {
         self.slots.iter().map(|slot| &slot.param)
     }

@@ -1,4 +1,4 @@
-//! How a forward pass runs: training or evaluation, state updates, gradient recording.
+//! Settings of a forward pass: training or evaluation, state updates, gradient recording.
 
 use std::sync::Arc;
 
@@ -20,7 +20,7 @@ pub struct Ctx {
 }
 
 impl Ctx {
-    /// The tensor of `var` for this pass: the variable itself, or a detached copy of it.
+    /// Returns the tensor of `var` for this pass: the variable itself, or a detached copy.
     pub fn param(&self, var: &Var) -> Tensor {
         if self.track {
             var.as_tensor().clone()
@@ -49,7 +49,7 @@ impl Ctx {
         }
     }
 
-    /// The same pass with parameter tracking set to `track`.
+    /// Returns the same settings with parameter tracking set to `track`.
     pub fn with_track(&self, track: bool) -> Self {
         Self {
             track,

@@ -110,24 +110,15 @@ impl Trainer {
         let url = self
             .store
             .checkpoint_url(&self.record.run_id, checkpoint.step);
-        let bad = |reason: String| WorkerError::BadCheckpoint {
-            url: url.clone(),
-            reason,
-        };
-        let saved_config =
-            std::str::from_utf8(checkpoint.file(CONFIG_FILE)?).map_err(|e| bad(e.to_string()))?;
-        let saved_config = RunConfig::from_toml(saved_config, &url, &[])?;
-        let keys = self.stepper.config.incompatible_keys(&saved_config);
-        if !keys.is_empty() {
-            let run_id = self.record.run_id.clone();
-            return Err(WorkerError::ConfigMismatch {
-                run_id,
-                step: checkpoint.step,
-                keys: keys.join(", "),
-            });
-        }
-        let state: TrainerState = serde_json::from_slice(checkpoint.file(TRAINER_FILE)?)
-            .map_err(|e| bad(e.to_string()))?;
+        self.check_saved_config(checkpoint, &url)?;
+        let state: TrainerState =
+            serde_json::from_slice(checkpoint.file(TRAINER_FILE)?).map_err(|e| {
+                WorkerError::BadCheckpoint {
+                    url: url.clone(),
+                    reason: format!("{TRAINER_FILE} is invalid: {e}"),
+                }
+            })?;
+
         let stepper = &mut self.stepper;
         stepper
             .gan
@@ -135,10 +126,31 @@ impl Trainer {
         let (seed, len) = (stepper.config.run.seed, stepper.dataset.len());
         stepper.order = BatchOrder::new(seed, len, state.data_position)?;
         stepper.step = state.step;
+
         self.resumed_from = Some(state.step);
         self.last_checkpoint = Some(state.step);
         tracing::debug!(run_id = %self.record.run_id, step = state.step, "resumed from checkpoint");
         Ok(())
+    }
+
+    /// Rejects a resume whose config differs from the checkpoint's in a key that matters.
+    fn check_saved_config(&self, checkpoint: &LoadedCheckpoint, url: &str) -> Result<()> {
+        let text = std::str::from_utf8(checkpoint.file(CONFIG_FILE)?).map_err(|e| {
+            WorkerError::BadCheckpoint {
+                url: url.to_string(),
+                reason: format!("{CONFIG_FILE} is not UTF-8: {e}"),
+            }
+        })?;
+        let saved = RunConfig::from_toml(text, url, &[])?;
+        let keys = self.stepper.config.incompatible_keys(&saved);
+        if keys.is_empty() {
+            return Ok(());
+        }
+        Err(WorkerError::ConfigMismatch {
+            run_id: self.record.run_id.clone(),
+            step: checkpoint.step,
+            keys: keys.join(", "),
+        })
     }
 
     /// Generator steps completed.

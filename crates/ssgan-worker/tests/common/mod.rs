@@ -6,12 +6,12 @@ use std::path::{Path, PathBuf};
 
 use ssgan_worker::RunConfig;
 
-/// The bundled CIFAR-10 sample, which every checkout has.
+/// Returns the path of the bundled CIFAR-10 sample, which every checkout has.
 pub fn sample_data() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data/cifar10-sample")
 }
 
-/// A model and batch small enough for a debug build: width 2, batch 8, 2 steps.
+/// Returns a config small enough for a debug build: width 2, batch 8, 2 steps.
 pub fn tiny_config_text() -> String {
     format!(
         r#"

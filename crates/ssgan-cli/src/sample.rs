@@ -25,6 +25,15 @@ pub struct SampleArgs {
 
 pub fn run(args: SampleArgs) -> Result<i32> {
     anyhow::ensure!(args.n >= 1, "invalid --n 0: expected at least 1 image");
+    let is_png = args
+        .out
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("png"));
+    anyhow::ensure!(
+        is_png,
+        "invalid --out {}: the grid is a PNG, so name the file *.png",
+        args.out.display()
+    );
     let generator = load_checkpoint_generator(&args.checkpoint)?;
     let images = generator.generate(args.n, args.seed)?;
     let columns = (args.n as f64).sqrt().ceil() as usize;

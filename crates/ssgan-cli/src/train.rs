@@ -21,7 +21,8 @@ pub struct TrainArgs {
     /// Storage root: a local directory, or a file://, s3://, gs:// or az:// URL.
     #[arg(long, default_value = "ssgan-output")]
     storage: String,
-    /// Run id; running again with the same id resumes from its newest checkpoint.
+    /// Run id: 1 to 64 letters, digits, '.', '_' or '-'. Running again with the same id
+    /// resumes from its newest checkpoint.
     /// Default: run-<UTC date and time>.
     #[arg(long)]
     run_id: Option<String>,
@@ -51,6 +52,13 @@ pub fn run(args: TrainArgs) -> Result<i32> {
 
 fn announce(trainer: &Trainer, storage: &str) {
     let config = trainer.config();
+    if let Some(step) = trainer.resumed_from().filter(|s| *s >= config.train.steps) {
+        tracing::warn!(
+            run_id = trainer.run_id(),
+            "the run is already at step {step}, not before train.steps = {}; nothing to train (raise --steps to continue)",
+            config.train.steps
+        );
+    }
     match trainer.resumed_from() {
         Some(step) => tracing::info!(
             run_id = trainer.run_id(),

@@ -165,6 +165,15 @@ fn bad_input_is_rejected_before_writing() {
 
 #[test]
 fn interrupt_commits_checkpoint_and_exits_zero() {
+    stop_signal_commits_checkpoint("-INT");
+}
+
+#[test]
+fn terminate_commits_checkpoint_and_exits_zero() {
+    stop_signal_commits_checkpoint("-TERM");
+}
+
+fn stop_signal_commits_checkpoint(signal: &str) {
     let dir = tempfile::tempdir().unwrap();
     let config = repo().join("configs/cifar10-cpu-demo.toml");
     let mut child = ssgan()
@@ -192,13 +201,13 @@ fn interrupt_commits_checkpoint_and_exits_zero() {
     let pid = child.id().to_string();
     assert!(
         Command::new("kill")
-            .args(["-INT", &pid])
+            .args([signal, &pid])
             .status()
             .unwrap()
             .success()
     );
     let status = child.wait().unwrap();
-    assert!(status.success(), "exit status {status}");
+    assert!(status.success(), "{signal}: exit status {status}");
     let record = std::fs::read_to_string(dir.path().join("runs/int/run.json")).unwrap();
     assert!(record.contains("\"STOPPED\""), "{record}");
 }

@@ -252,8 +252,8 @@ impl LossConfig {
         let rotated = self.rotated_batch_size;
         let per_rank = 4 * world_size;
         let expected = format!(
-            "a positive multiple of {per_rank} (4 angles x {world_size} ranks) and at most \
-             4 x train.batch_size = {}",
+            "a positive multiple of {per_rank} (4 angles times world size {world_size}) and \
+             at most 4 x train.batch_size = {}",
             4 * batch_size
         );
         let ok = rotated > 0 && rotated.is_multiple_of(per_rank) && rotated <= 4 * batch_size;

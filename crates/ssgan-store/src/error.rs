@@ -46,7 +46,7 @@ pub enum StoreError {
     /// The checkpoint has no manifest, so it was never committed or has been deleted.
     #[error(
         "checkpoint step {step} of run {run_id:?} not found because \
-         {url}/MANIFEST.json is missing. committed_steps lists the steps that exist"
+         {url}/MANIFEST.json is missing. List runs/<run id>/checkpoints/*/MANIFEST.json for the committed steps"
     )]
     CheckpointNotFound {
         run_id: String,

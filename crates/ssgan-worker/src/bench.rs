@@ -41,7 +41,12 @@ pub fn bench_step(config: RunConfig, warmup: usize, measured: usize) -> Result<S
         seconds.push(stepper.train_step()?.seconds);
     }
     seconds.sort_by(f64::total_cmp);
-    let median = seconds[seconds.len() / 2];
+    let middle = seconds.len() / 2;
+    let median = if seconds.len() % 2 == 0 {
+        (seconds[middle - 1] + seconds[middle]) / 2.0
+    } else {
+        seconds[middle]
+    };
     Ok(StepBench {
         images_per_second: config.train.batch_size as f64 / median,
         step_seconds_median: median,

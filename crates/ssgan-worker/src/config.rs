@@ -118,14 +118,23 @@ impl RunConfig {
             path: path.display().to_string(),
             source,
         })?;
-        Self::from_toml(&text, &path.display().to_string(), overrides)
+        let origin = if overrides.is_empty() {
+            path.display().to_string()
+        } else {
+            format!(
+                "{} with --set {}",
+                path.display(),
+                overrides.join(" --set ")
+            )
+        };
+        Self::from_toml(&text, &origin, overrides)
     }
 
     /// Parses TOML text (`origin` names it in errors), applies overrides, validates.
     pub fn from_toml(text: &str, origin: &str, overrides: &[String]) -> Result<Self> {
         let parse_error = |message: String| WorkerError::ConfigParse {
             origin: origin.to_string(),
-            message,
+            message: message.trim().replace('\n', " "),
         };
         let mut table: toml::Table = text
             .parse()
@@ -142,17 +151,17 @@ impl RunConfig {
 
     /// Checks every section for a run of `world_size` ranks.
     pub fn validate(&self, world_size: usize) -> Result<()> {
-        self.model.validate()?;
-        self.optim.validate()?;
-        self.loss.validate(self.train.batch_size, world_size)?;
         let batch = self.train.batch_size;
         let batch_ok = batch >= 1 && batch.is_multiple_of(world_size);
         check(
             batch_ok,
             "train.batch_size",
             batch,
-            &format!("a positive multiple of the {world_size} ranks"),
+            &format!("a positive multiple of the world size {world_size}"),
         )?;
+        self.model.validate()?;
+        self.optim.validate()?;
+        self.loss.validate(batch, world_size)?;
         check(
             self.train.steps >= 1,
             "train.steps",

@@ -35,6 +35,16 @@ pub enum WorkerError {
         step: u64,
         keys: String,
     },
+    /// Another process is training the run.
+    #[error(
+        "run {run_id} is RUNNING in another process (its record was updated {seconds_ago} s \
+         ago); stop that process first. If it died, retry after its record is {stale_after} s old"
+    )]
+    RunActive {
+        run_id: String,
+        seconds_ago: u64,
+        stale_after: u64,
+    },
     /// A checkpoint's trainer state is unreadable.
     #[error("checkpoint {url} is unusable: {reason}")]
     BadCheckpoint { url: String, reason: String },

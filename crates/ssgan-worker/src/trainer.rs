@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use candle_core::Tensor;
@@ -43,6 +43,11 @@ pub struct TrainerState {
     pub created_unix_ms: u64,
 }
 
+/// Interval between run-record updates while training, so that others can tell it is alive.
+const HEARTBEAT: Duration = Duration::from_secs(30);
+/// Age after which a RUNNING record counts as left behind by a process that died.
+const STALE_AFTER: Duration = Duration::from_secs(120);
+
 const RNG_SCHEME: &str = "chacha8: key = run.seed, stream = step * 256 + phase";
 
 /// Result of [`Trainer::run`].
@@ -81,9 +86,6 @@ impl Trainer {
         if let Some(checkpoint) = latest {
             trainer.restore(&checkpoint)?;
         }
-        trainer.record.state = RunState::Running;
-        trainer.record.attempts += 1;
-        trainer.save_record()?;
         Ok(trainer)
     }
 
@@ -91,7 +93,7 @@ impl Trainer {
         let seed = stepper.config.run.seed;
         let sample_z = stepper.gan.latent(GRID_IMAGES, &mut sample_rng(seed))?;
         let record = match store.read_run(run_id)? {
-            Some(record) => record,
+            Some(record) => check_not_active(record)?,
             None => new_record(run_id, &stepper.config),
         };
         let uploader = Uploader::new(store.store().clone(), store.runtime().clone());
@@ -208,11 +210,19 @@ impl Trainer {
         stop: &AtomicBool,
         on_step: &mut impl FnMut(&StepReport),
     ) -> Result<Outcome> {
+        self.record.state = RunState::Running;
+        self.record.attempts += 1;
+        self.save_record()?;
         let target = self.stepper.config.train.steps;
         let every = self.stepper.config.checkpoint.every;
+        let mut last_heartbeat = Instant::now();
         while self.step() < target && !stop.load(Ordering::SeqCst) {
             let report = self.stepper.train_step()?;
             on_step(&report);
+            if last_heartbeat.elapsed() >= HEARTBEAT {
+                self.save_record()?;
+                last_heartbeat = Instant::now();
+            }
             if self.step().is_multiple_of(every) && self.step() < target {
                 self.commit_checkpoint()?;
             }
@@ -314,6 +324,21 @@ impl Trainer {
         self.record.updated_unix_ms = now_ms();
         Ok(self.store.write_run(&self.record)?)
     }
+}
+
+/// Rejects a run that another process is training: its record says RUNNING and was updated
+/// within [`STALE_AFTER`]. A process that died leaves RUNNING behind, which goes stale then.
+fn check_not_active(record: RunRecord) -> Result<RunRecord> {
+    let age_ms = now_ms().saturating_sub(record.updated_unix_ms);
+    let fresh = age_ms < STALE_AFTER.as_millis() as u64;
+    if record.state == RunState::Running && fresh {
+        return Err(WorkerError::RunActive {
+            run_id: record.run_id,
+            seconds_ago: age_ms / 1000,
+            stale_after: STALE_AFTER.as_secs(),
+        });
+    }
+    Ok(record)
 }
 
 fn new_record(run_id: &str, config: &RunConfig) -> RunRecord {

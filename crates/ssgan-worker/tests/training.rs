@@ -59,7 +59,7 @@ fn resume_continues_the_step_count() {
     train(storage, "resumed", &["train.steps=3"]);
     let store = BlockingStore::open(storage).unwrap();
     assert_eq!(store.committed_steps("resumed").unwrap(), vec![1, 2, 3]);
-    assert_eq!(store.read_run("resumed").unwrap().unwrap().attempts, 3);
+    assert_eq!(store.read_run("resumed").unwrap().unwrap().attempts, 2);
 }
 
 #[test]
@@ -169,5 +169,31 @@ fn stop_flag_commits_and_reports_stopped() {
     assert_eq!(
         store.read_run("halted").unwrap().unwrap().state,
         RunState::Stopped
+    );
+}
+
+#[test]
+fn second_trainer_on_running_run_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = dir.path().to_str().unwrap();
+    let config = common::tiny_config(&["train.steps=50", "checkpoint.every=100"]);
+    let mut first = Trainer::open(config.clone(), storage, "busy").unwrap();
+    let stop = AtomicBool::new(false);
+    let mut second_error = None;
+    first
+        .run(&stop, |report| {
+            if report.step == 1 {
+                second_error = Trainer::open(config.clone(), storage, "busy").err();
+                stop.store(true, std::sync::atomic::Ordering::SeqCst);
+            }
+        })
+        .unwrap();
+    let message = second_error
+        .expect("a second trainer must be rejected")
+        .to_string();
+    assert!(message.contains("RUNNING in another process"), "{message}");
+    assert!(
+        Trainer::open(config, storage, "busy").is_ok(),
+        "a stopped run must resume"
     );
 }

@@ -44,6 +44,15 @@ fn train(storage: &Path, run_id: &str, extra: &[&str]) -> Output {
         .expect("ssgan runs")
 }
 
+fn sample(checkpoint: &Path, out: &Path, extra: &[&str]) -> Output {
+    let paths = [checkpoint.to_str().unwrap(), out.to_str().unwrap()];
+    ssgan()
+        .args(["sample", "--checkpoint", paths[0], "--out", paths[1]])
+        .args(extra)
+        .output()
+        .expect("ssgan runs")
+}
+
 fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
@@ -79,18 +88,8 @@ fn sample_writes_grid_from_checkpoint() {
     assert!(train(dir.path(), "s", &["--steps", "1"]).status.success());
     let out = dir.path().join("grid.png");
     let checkpoint = dir.path().join("runs/s/checkpoints/0000000001");
-    let output = ssgan()
-        .args([
-            "sample",
-            "--checkpoint",
-            checkpoint.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-            "--n",
-            "16",
-        ])
-        .output()
-        .unwrap();
+    let output = sample(&checkpoint, &out, &["--n", "16"]);
+
     assert!(output.status.success(), "{}", stderr(&output));
     let image = image::open(&out).unwrap();
     assert_eq!((image.width(), image.height()), (4 * 34 + 2, 4 * 34 + 2));
@@ -107,16 +106,8 @@ fn sample_from_corrupted_checkpoint_fails_clearly() {
     )
     .unwrap();
     let out = dir.path().join("grid.png");
-    let output = ssgan()
-        .args([
-            "sample",
-            "--checkpoint",
-            checkpoint.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
+    let output = sample(&checkpoint, &out, &[]);
+
     assert!(!output.status.success());
     let message = stderr(&output);
     assert!(message.contains("generator.safetensors"), "{message}");

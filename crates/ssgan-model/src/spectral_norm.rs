@@ -48,7 +48,7 @@ impl SpectralNorm {
         Ok(v.t()?.matmul(&matrix.matmul(&u_next)?)?)
     }
 
-    /// The current estimate of u.
+    /// Returns the current estimate of u.
     pub fn u(&self) -> &Var {
         &self.u
     }

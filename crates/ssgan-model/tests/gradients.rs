@@ -121,7 +121,7 @@ fn generator_loss_gradients_match_finite_differences() {
 }
 
 #[test]
-fn generator_loss_with_plain_batch_norm_and_nearest_upsampling() {
+fn generator_gradients_plain_bn_nearest() {
     use ssgan_model::config::{GeneratorNorm, Upsample};
     let model = ModelConfig {
         g_norm: GeneratorNorm::Batch,

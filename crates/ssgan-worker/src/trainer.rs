@@ -326,8 +326,9 @@ impl Trainer {
     }
 }
 
-/// Rejects a run that another process is training: its record says RUNNING and was updated
-/// within [`STALE_AFTER`]. A process that died leaves RUNNING behind, which goes stale then.
+/// Rejects a run that another process is training, which is the case when its record is
+/// RUNNING and was updated within [`STALE_AFTER`]. A process that died leaves a RUNNING record
+/// behind, and that record counts as stale once it is older than [`STALE_AFTER`].
 fn check_not_active(record: RunRecord) -> Result<RunRecord> {
     let age_ms = now_ms().saturating_sub(record.updated_unix_ms);
     let fresh = age_ms < STALE_AFTER.as_millis() as u64;

@@ -13,7 +13,7 @@ pub fn single() -> Arc<dyn Communicator> {
     Arc::new(SingleRank)
 }
 
-/// A model small enough for finite differences: G width 4, D width 2, z_dim 4.
+/// Returns a model small enough for finite differences: G width 4, D width 2, z_dim 4.
 pub fn tiny_model() -> ModelConfig {
     ModelConfig {
         ch: 2,

@@ -6,6 +6,7 @@ use anyhow::Result;
 use clap::{Args, Subcommand};
 use ssgan_worker::RunConfig;
 use ssgan_worker::bench::bench_step;
+use ssgan_worker::bench_conv::{bench_conv, paper_layers};
 
 #[derive(Args)]
 pub struct BenchArgs {
@@ -18,6 +19,28 @@ enum BenchKind {
     /// Images per second of full training steps (n_dis discriminator steps and one generator
     /// step) on one process.
     Step(StepArgs),
+    /// Achieved GFLOP/s of the 3x3 convolution kernels (forward, input gradient, kernel
+    /// gradient) on the 32x32 model's layer shapes, next to candle's own conv ops.
+    Conv(ConvArgs),
+}
+
+#[derive(Args)]
+struct ConvArgs {
+    /// Discriminator width; the generator's is twice this (128 is the paper's model).
+    #[arg(long, default_value_t = 128)]
+    ch: usize,
+    /// Generator batch; the discriminator's is 2 (batch + 3 rotated / 4).
+    #[arg(long, default_value_t = 64)]
+    batch_size: usize,
+    /// Rotated batch size (4 x the number of images rotated per side).
+    #[arg(long, default_value_t = 64)]
+    rotated: usize,
+    /// Timed repeats per product; the median is reported.
+    #[arg(long, default_value_t = 3)]
+    repeats: usize,
+    /// Print one line of JSON per layer instead of a table.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -43,7 +66,45 @@ struct StepArgs {
 }
 
 pub fn run(args: BenchArgs) -> Result<i32> {
-    let BenchKind::Step(args) = args.kind;
+    match args.kind {
+        BenchKind::Step(args) => run_step(args),
+        BenchKind::Conv(args) => run_conv(args),
+    }
+}
+
+fn run_conv(args: ConvArgs) -> Result<i32> {
+    let layers = paper_layers(args.ch, args.batch_size, args.rotated);
+    let results = bench_conv(&layers, args.repeats)?;
+    if !args.json {
+        println!(
+            "{:<16} {:>5} {:>4} {:>4} {:>3}  GFLOP/s ours fwd / dx / dw   candle fwd / dx / dw",
+            "layer", "N", "C", "O", "HW"
+        );
+    }
+    for r in &results {
+        if args.json {
+            println!("{}", serde_json::to_string(r)?);
+            continue;
+        }
+        println!(
+            "{:<16} {:>5} {:>4} {:>4} {:>3}  {:>6.1} {:>6.1} {:>6.1}      {:>6.1} {:>6.1} {:>6.1}",
+            r.layer,
+            r.batch,
+            r.c_in,
+            r.c_out,
+            r.size,
+            r.ours_forward_gflops,
+            r.ours_input_grad_gflops,
+            r.ours_kernel_grad_gflops,
+            r.candle_forward_gflops,
+            r.candle_input_grad_gflops,
+            r.candle_kernel_grad_gflops
+        );
+    }
+    Ok(0)
+}
+
+fn run_step(args: StepArgs) -> Result<i32> {
     anyhow::ensure!(
         args.steps >= 1,
         "invalid --steps 0: expected at least 1 timed step"
@@ -56,7 +117,7 @@ pub fn run(args: BenchArgs) -> Result<i32> {
         println!("{}", serde_json::to_string(&result)?);
     } else {
         println!(
-            "{:.2} images/s, median step {:.3} s (min {:.3}, max {:.3}) over {} steps after {} warm-up; batch {}, n_dis {}, G width {}, D width {}, {} threads",
+            "{:.2} images/s, median step {:.3} s (min {:.3}, max {:.3}) over {} steps after {} warm-up; batch {}, n_dis {}, G width {}, D width {}, {} threads, peak RSS {}",
             result.images_per_second,
             result.step_seconds_median,
             result.step_seconds_min,
@@ -67,7 +128,10 @@ pub fn run(args: BenchArgs) -> Result<i32> {
             result.n_dis,
             result.generator_width,
             result.discriminator_width,
-            result.threads
+            result.threads,
+            result
+                .peak_rss_bytes
+                .map_or("unknown".to_string(), |b| format!("{} MiB", b >> 20))
         );
     }
     Ok(0)

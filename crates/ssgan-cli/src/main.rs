@@ -13,6 +13,10 @@ use clap::{Parser, Subcommand};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// CPU threads of every compute pool (candle's kernels, the GEMMs and the project's own
+    /// kernels). Default: RAYON_NUM_THREADS if set, else one per available core.
+    #[arg(long, global = true, value_name = "N")]
+    threads: Option<usize>,
 }
 
 #[derive(Subcommand)]
@@ -28,6 +32,10 @@ enum Command {
 fn main() {
     init_logging();
     let cli = Cli::parse();
+    if let Err(error) = set_threads(cli.threads) {
+        eprintln!("error: {}", error_chain(&error));
+        std::process::exit(2);
+    }
     let result = match cli.command {
         Command::Train(args) => train::run(args),
         Command::Sample(args) => sample::run(args),
@@ -40,6 +48,26 @@ fn main() {
             std::process::exit(1);
         }
     }
+}
+
+/// Sizes the rayon pool that candle, gemm and the project's kernels share.
+///
+/// candle reads RAYON_NUM_THREADS on each call to size its GEMMs, so the variable is set too.
+/// This runs before any other thread exists, which keeps `set_var` sound.
+fn set_threads(threads: Option<usize>) -> anyhow::Result<()> {
+    let Some(threads) = threads else {
+        return Ok(());
+    };
+    anyhow::ensure!(
+        threads >= 1,
+        "invalid --threads 0: expected at least 1 thread"
+    );
+    // SAFETY: called from main before any thread is spawned.
+    unsafe { std::env::set_var("RAYON_NUM_THREADS", threads.to_string()) };
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build_global()?;
+    Ok(())
 }
 
 /// Joins an error and its causes with ": ", leaving out a cause whose text the message

@@ -8,7 +8,6 @@ use crate::ctx::Ctx;
 use crate::error::{ModelError, Result};
 use crate::layers::{Conv2d, Linear};
 use crate::params::Builder;
-use crate::resample::upsample;
 
 /// Spatial size of the first feature map; three upsampling blocks take it to 32.
 const BASE_SIZE: usize = 4;
@@ -41,10 +40,10 @@ impl GeneratorBlock {
 
     fn forward(&self, ctx: &Ctx, x: &Tensor, z: &Tensor) -> Result<Tensor> {
         let h = self.bn1.forward(ctx, x, z)?.relu()?;
-        let h = self.conv_a.forward(ctx, &upsample(&h, self.upsample)?)?;
+        let h = self.conv_a.forward_upsampled(ctx, &h, self.upsample)?;
         let h = self.bn2.forward(ctx, &h, z)?.relu()?;
         let main = self.conv_b.forward(ctx, &h)?;
-        let shortcut = self.shortcut.forward(ctx, &upsample(x, self.upsample)?)?;
+        let shortcut = self.shortcut.forward_upsampled(ctx, x, self.upsample)?;
         Ok((main + shortcut)?)
     }
 }

@@ -2,9 +2,12 @@
 
 use candle_core::{Tensor, Var};
 
+use crate::config::Upsample;
 use crate::ctx::Ctx;
 use crate::error::Result;
+use crate::kernels::{conv2d_same, conv2d_zero_upsampled};
 use crate::params::Builder;
+use crate::resample::upsample;
 use crate::spectral_norm::SpectralNorm;
 
 /// A k x k convolution, stride 1, "same" zero padding, with bias.
@@ -12,7 +15,6 @@ pub struct Conv2d {
     weight: Var,
     bias: Var,
     spectral_norm: Option<SpectralNorm>,
-    padding: usize,
 }
 
 impl Conv2d {
@@ -29,19 +31,33 @@ impl Conv2d {
         let bias = builder.constant(format!("{name}.bias"), &[c_out], 0.0)?;
         let fan_in = c_in * kernel_size * kernel_size;
         let spectral_norm = optional_sn(builder, name, fan_in, spectral_norm)?;
-        let padding = kernel_size / 2;
         Ok(Self {
             weight,
             bias,
             spectral_norm,
-            padding,
         })
     }
 
     /// Convolves x: [N, c_in, H, W] to [N, c_out, H, W], in x's dtype.
     pub fn forward(&self, ctx: &Ctx, x: &Tensor) -> Result<Tensor> {
         let weight = kernel_for_pass(ctx, &self.weight, self.spectral_norm.as_ref())?;
-        let y = x.conv2d(&weight, self.padding, 1, 1, 1)?;
+        let y = conv2d_same(x, &weight)?;
+        self.add_bias(ctx, &y)
+    }
+
+    /// Upsamples x: [N, c_in, H, W] by 2 with `mode` and convolves it, giving
+    /// [N, c_out, 2H, 2W] in x's dtype. Zero insertion runs as one fused op that skips the
+    /// products with inserted zeros.
+    pub fn forward_upsampled(&self, ctx: &Ctx, x: &Tensor, mode: Upsample) -> Result<Tensor> {
+        let weight = kernel_for_pass(ctx, &self.weight, self.spectral_norm.as_ref())?;
+        let y = match mode {
+            Upsample::Zeros => conv2d_zero_upsampled(x, &weight)?,
+            Upsample::Nearest => conv2d_same(&upsample(x, mode)?, &weight)?,
+        };
+        self.add_bias(ctx, &y)
+    }
+
+    fn add_bias(&self, ctx: &Ctx, y: &Tensor) -> Result<Tensor> {
         let bias = ctx.param(&self.bias).reshape((1, (), 1, 1))?;
         Ok(y.broadcast_add(&bias)?)
     }

@@ -16,6 +16,7 @@ pub mod discriminator;
 mod error;
 pub mod gan;
 pub mod generator;
+pub mod kernels;
 pub mod layers;
 pub mod loss;
 pub mod params;

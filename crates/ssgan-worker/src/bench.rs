@@ -27,6 +27,16 @@ pub struct StepBench {
     pub discriminator_width: usize,
     /// Threads of candle's CPU kernels.
     pub threads: usize,
+    /// Peak resident memory of this process so far (Linux VmHWM); None where unavailable.
+    pub peak_rss_bytes: Option<u64>,
+}
+
+/// Reads the peak resident set size from /proc/self/status, on Linux.
+pub fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
 }
 
 /// Times `measured` full steps of `config` after `warmup` untimed ones, on one rank.
@@ -59,5 +69,6 @@ pub fn bench_step(config: RunConfig, warmup: usize, measured: usize) -> Result<S
         generator_width: config.model.g_width(),
         discriminator_width: config.model.d_width(),
         threads: candle_core::utils::get_num_threads(),
+        peak_rss_bytes: peak_rss_bytes(),
     })
 }

@@ -5,6 +5,7 @@
 //! returned (a failed final run-record write) are logged with the run id, rank and step.
 
 pub mod bench;
+pub mod bench_conv;
 pub mod config;
 mod error;
 pub mod grid;

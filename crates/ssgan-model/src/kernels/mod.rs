@@ -1,0 +1,9 @@
+//! CPU kernels that replace slow candle ops on the training hot path.
+
+mod conv;
+mod im2col;
+mod matmul;
+mod plan;
+
+pub use conv::{conv2d_input_grad, conv2d_kernel_grad, conv2d_same, conv2d_zero_upsampled};
+pub use plan::ConvKind;

@@ -11,6 +11,10 @@ discriminator step scores [x, x_rot, g, g_rot] in one pass with fakes made under
 generator step scores [g, g_rot] with the discriminator's weights frozen. Real images are
 uniform noise in [0, 1] because only the time of the step is measured.
 
+By default the generator zero-inserts and then convolves, as compare_gan's model is written.
+`--fused-upsample` computes the same function as one stride-2 conv_transpose2d, which skips
+the products with inserted zeros, as the Rust kernels do.
+
 Install (CPU): pip install torch numpy
 Run:          python3 benches/ssgan_step_pytorch.py --ch 128 --batch 64 --rotated 64 --n-dis 2 --threads 2
 
@@ -55,7 +59,17 @@ class SelfModulatedBN(nn.Module):
         return x_hat * gamma + beta
 
 
+def upsampled_conv(conv, x, fused):
+    """conv(upsample_zeros(x)), optionally as the equivalent stride-2 transposed conv."""
+    if not fused:
+        return conv(upsample_zeros(x))
+    kernel = conv.weight.flip(2, 3).transpose(0, 1)
+    return F.conv_transpose2d(x, kernel, conv.bias, stride=2, padding=1, output_padding=1)
+
+
 class GeneratorBlock(nn.Module):
+    fused = False
+
     def __init__(self, c, z_dim):
         super().__init__()
         self.bn1 = SelfModulatedBN(c, z_dim)
@@ -66,9 +80,9 @@ class GeneratorBlock(nn.Module):
 
     def forward(self, x, z):
         h = F.relu(self.bn1(x, z))
-        h = self.conv_a(upsample_zeros(h))
+        h = upsampled_conv(self.conv_a, h, self.fused)
         h = F.relu(self.bn2(h, z))
-        return self.conv_b(h) + self.shortcut(upsample_zeros(x))
+        return self.conv_b(h) + upsampled_conv(self.shortcut, x, self.fused)
 
 
 class Generator(nn.Module):
@@ -152,6 +166,14 @@ def g_step(g, d, opt_g, z, n):
     opt_g.step()
 
 
+def check_fused_upsample():
+    conv = nn.Conv2d(5, 4, 3, padding=1).double()
+    x = torch.randn(2, 5, 6, 7, dtype=torch.float64)
+    diff = (upsampled_conv(conv, x, False) - upsampled_conv(conv, x, True)).abs().max().item()
+    print(json.dumps({"fused_upsample_max_abs_diff": diff}))
+    assert diff < 1e-12, diff
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ch", type=int, default=128, help="discriminator width; G is 2*ch")
@@ -161,7 +183,17 @@ def main():
     parser.add_argument("--threads", type=int, default=2, help="intra-op threads")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps")
     parser.add_argument("--steps", type=int, default=5, help="timed steps")
+    parser.add_argument(
+        "--fused-upsample",
+        action="store_true",
+        help="run zero-insertion upsampling and conv as one transposed conv",
+    )
+    parser.add_argument("--check", action="store_true", help="check the fused form and exit")
     args = parser.parse_args()
+    GeneratorBlock.fused = args.fused_upsample
+    if args.check:
+        check_fused_upsample()
+        return
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     n = args.rotated // 4
@@ -197,6 +229,7 @@ def main():
         "generator_width": 2 * args.ch,
         "discriminator_width": args.ch,
         "threads": torch.get_num_threads(),
+        "fused_upsample": args.fused_upsample,
         "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
     }
     print(json.dumps(result))

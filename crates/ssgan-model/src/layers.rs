@@ -41,8 +41,8 @@ impl Conv2d {
     /// Convolves x: [N, c_in, H, W] to [N, c_out, H, W], in x's dtype.
     pub fn forward(&self, ctx: &Ctx, x: &Tensor) -> Result<Tensor> {
         let weight = kernel_for_pass(ctx, &self.weight, self.spectral_norm.as_ref())?;
-        let y = conv2d_same(x, &weight)?;
-        self.add_bias(ctx, &y)
+        let bias = ctx.param(&self.bias);
+        Ok(conv2d_same(x, &weight, Some(&bias))?)
     }
 
     /// Upsamples x: [N, c_in, H, W] by 2 with `mode` and convolves it, giving
@@ -50,16 +50,12 @@ impl Conv2d {
     /// products with inserted zeros.
     pub fn forward_upsampled(&self, ctx: &Ctx, x: &Tensor, mode: Upsample) -> Result<Tensor> {
         let weight = kernel_for_pass(ctx, &self.weight, self.spectral_norm.as_ref())?;
+        let bias = ctx.param(&self.bias);
         let y = match mode {
-            Upsample::Zeros => conv2d_zero_upsampled(x, &weight)?,
-            Upsample::Nearest => conv2d_same(&upsample(x, mode)?, &weight)?,
+            Upsample::Zeros => conv2d_zero_upsampled(x, &weight, Some(&bias))?,
+            Upsample::Nearest => conv2d_same(&upsample(x, mode)?, &weight, Some(&bias))?,
         };
-        self.add_bias(ctx, &y)
-    }
-
-    fn add_bias(&self, ctx: &Ctx, y: &Tensor) -> Result<Tensor> {
-        let bias = ctx.param(&self.bias).reshape((1, (), 1, 1))?;
-        Ok(y.broadcast_add(&bias)?)
+        Ok(y)
     }
 }
 

@@ -99,11 +99,11 @@ fn compare(dtype: DType, tolerance: f64, ours: Conv, reference: Conv) {
 }
 
 fn same(x: &Tensor, w: &Tensor) -> Tensor {
-    conv2d_same(x, w).unwrap()
+    conv2d_same(x, w, None).unwrap()
 }
 
 fn upsampled(x: &Tensor, w: &Tensor) -> Tensor {
-    conv2d_zero_upsampled(x, w).unwrap()
+    conv2d_zero_upsampled(x, w, None).unwrap()
 }
 
 #[test]
@@ -132,7 +132,7 @@ fn upsampled_conv_matches_candle_f32() {
 fn upsampled_output_doubles_size() {
     let x = random(&[2, 3, 3, 5], 1, DType::F32);
     let w = random(&[4, 3, 3, 3], 2, DType::F32);
-    let y = conv2d_zero_upsampled(x.as_tensor(), w.as_tensor()).unwrap();
+    let y = conv2d_zero_upsampled(x.as_tensor(), w.as_tensor(), None).unwrap();
     assert_eq!(y.dims(), &[2, 4, 6, 10]);
 }
 
@@ -140,7 +140,7 @@ fn upsampled_output_doubles_size() {
 fn output_keeps_spatial_size() {
     let x = random(&[2, 3, 6, 4], 1, DType::F32);
     let w = random(&[5, 3, 3, 3], 2, DType::F32);
-    let y = conv2d_same(x.as_tensor(), w.as_tensor()).unwrap();
+    let y = conv2d_same(x.as_tensor(), w.as_tensor(), None).unwrap();
     assert_eq!(y.dims(), &[2, 5, 6, 4]);
 }
 
@@ -148,7 +148,7 @@ fn output_keeps_spatial_size() {
 fn mismatched_channels_is_an_error() {
     let x = random(&[1, 3, 4, 4], 1, DType::F32);
     let w = random(&[2, 4, 3, 3], 2, DType::F32);
-    let err = conv2d_same(x.as_tensor(), w.as_tensor()).unwrap_err();
+    let err = conv2d_same(x.as_tensor(), w.as_tensor(), None).unwrap_err();
     assert!(err.to_string().contains("do not match"), "{err}");
 }
 
@@ -156,7 +156,10 @@ fn mismatched_channels_is_an_error() {
 fn untracked_input_gets_no_gradient() {
     let x = random(&[2, 3, 4, 4], 1, DType::F64).as_detached_tensor();
     let w = random(&[2, 3, 3, 3], 2, DType::F64);
-    let loss = conv2d_same(&x, w.as_tensor()).unwrap().sum_all().unwrap();
+    let loss = conv2d_same(&x, w.as_tensor(), None)
+        .unwrap()
+        .sum_all()
+        .unwrap();
     let grads = loss.backward().unwrap();
     assert!(grads.get(&x).is_none(), "a detached input has no gradient");
     let reference = candle_conv(&x, w.as_tensor()).sum_all().unwrap();
@@ -165,4 +168,46 @@ fn untracked_input_gets_no_gradient() {
     let dw_expected = expected.get(w.as_tensor()).unwrap().flatten_all().unwrap();
     let error = max_relative_error(&dw.to_vec1().unwrap(), &dw_expected.to_vec1().unwrap());
     assert!(error < 1e-12, "kernel gradient: relative error {error:e}");
+}
+
+#[test]
+fn bias_matches_broadcast_add() {
+    for upsampled_kind in [false, true] {
+        let x = random(&[3, 2, 4, 5], 1, DType::F64);
+        let w = random(&[4, 2, 3, 3], 2, DType::F64);
+        let b = random(&[4], 3, DType::F64);
+        let (x_t, w_t, b_t) = (x.as_tensor(), w.as_tensor(), b.as_tensor());
+        let (ours, reference) = if upsampled_kind {
+            let reference = candle_upsampled_conv(x_t, w_t);
+            (
+                conv2d_zero_upsampled(x_t, w_t, Some(b_t)).unwrap(),
+                reference,
+            )
+        } else {
+            (
+                conv2d_same(x_t, w_t, Some(b_t)).unwrap(),
+                candle_conv(x_t, w_t),
+            )
+        };
+        let reference = reference
+            .broadcast_add(&b_t.reshape((1, 4, 1, 1)).unwrap())
+            .unwrap();
+        let probe = random(ours.dims(), 4, DType::F64);
+        let grad_of = |y: &Tensor| {
+            let loss = (y * probe.as_tensor()).unwrap().sum_all().unwrap();
+            let grads = loss.backward().unwrap();
+            grads.get(b_t).unwrap().to_vec1::<f64>().unwrap()
+        };
+        let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f64>().unwrap();
+        let y_error = max_relative_error(&flat(&ours), &flat(&reference));
+        assert!(
+            y_error < 1e-12,
+            "upsampled {upsampled_kind}: output error {y_error:e}"
+        );
+        let db_error = max_relative_error(&grad_of(&ours), &grad_of(&reference));
+        assert!(
+            db_error < 1e-12,
+            "upsampled {upsampled_kind}: bias gradient error {db_error:e}"
+        );
+    }
 }

@@ -74,7 +74,7 @@ fn bench_layer(layer: ConvLayer, repeats: usize) -> Result<ConvBench> {
         c_out: o,
         size: s,
         gflop,
-        ours_forward_gflops: rate(&|| conv2d_same(&x, &w))?,
+        ours_forward_gflops: rate(&|| conv2d_same(&x, &w, None))?,
         ours_input_grad_gflops: rate(&|| conv2d_input_grad(ConvKind::Same, &dy, &w))?,
         ours_kernel_grad_gflops: rate(&|| {
             conv2d_kernel_grad(ConvKind::Same, &x, &dy, (o, c, 3, 3))

@@ -1,5 +1,6 @@
 //! Stride-1 "same" convolutions on the CPU through im2col and GEMM, forward and backward,
-//! optionally fused with a zero-insertion 2x upsampling of the input.
+//! optionally fused with a zero-insertion 2x upsampling of the input, with the bias added in
+//! the same op.
 //!
 //! candle 0.11 computes a convolution's input gradient with its CPU conv_transpose2d, a direct
 //! loop that dominated the SS-GAN step. These ops compute all three products of a convolution
@@ -7,10 +8,11 @@
 //! are split across the rayon pool with one patch buffer per worker thread, so the patch
 //! matrix of the whole batch never exists at once. The backward pass rebuilds patches instead
 //! of keeping them from the forward pass, and skips the gradient of an input that no variable
-//! depends on.
+//! depends on. Adding the bias inside the op keeps one output tensor per layer alive for
+//! backward instead of two.
 
 use candle_core::backend::BackendStorage;
-use candle_core::{CpuStorage, CustomOp2, DType, Layout, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp3, DType, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
 use super::im2col::{col2im, im2col};
@@ -18,34 +20,67 @@ use super::matmul::{Float, MatRef, matmul};
 use super::plan::{ConvKind, ConvPlan, Phase};
 
 /// Convolves x [N, C, H, W] with kernel [O, C, k, k] (k odd), stride 1, zero padding k / 2,
-/// giving [N, O, H, W]; no bias.
+/// and adds `bias` [O] when given, giving [N, O, H, W].
 ///
-/// Both tensors must have the same dtype, F32 or F64. On the CPU this runs the im2col + GEMM
+/// All tensors must have the same dtype, F32 or F64. On the CPU this runs the im2col + GEMM
 /// op, whose backward uses the same kernels. On other devices it calls candle's conv2d.
-pub fn conv2d_same(x: &Tensor, kernel: &Tensor) -> candle_core::Result<Tensor> {
-    if !runs_on_kernels(x, kernel)? {
-        let k = kernel.dim(3)?;
-        return x.conv2d(kernel, k / 2, 1, 1, 1);
-    }
-    x.contiguous()?
-        .apply_op2(&kernel.contiguous()?, ConvOp(ConvKind::Same))
+pub fn conv2d_same(
+    x: &Tensor,
+    kernel: &Tensor,
+    bias: Option<&Tensor>,
+) -> candle_core::Result<Tensor> {
+    conv2d(ConvKind::Same, x, kernel, bias)
 }
 
 /// Convolves the zero-insertion upsampling of x [N, C, H, W] (x[i, j] at (2i, 2j), zeros at
 /// the other three pixels of each 2x2 cell) with kernel [O, C, k, k] (k odd), "same"
-/// padding, giving [N, O, 2H, 2W]; no bias.
+/// padding, and adds `bias` [O] when given, giving [N, O, 2H, 2W].
 ///
-/// Equal to `conv2d_same(upsample(x, Zeros), kernel)` but skips the products with inserted
-/// zeros, a quarter of the FLOPs for k = 3. Same dtypes and devices as [`conv2d_same`].
-pub fn conv2d_zero_upsampled(x: &Tensor, kernel: &Tensor) -> candle_core::Result<Tensor> {
+/// Equal to `conv2d_same(upsample(x, Zeros), kernel, bias)` but skips the products with
+/// inserted zeros, three quarters of them for k = 3. Same dtypes and devices as
+/// [`conv2d_same`].
+pub fn conv2d_zero_upsampled(
+    x: &Tensor,
+    kernel: &Tensor,
+    bias: Option<&Tensor>,
+) -> candle_core::Result<Tensor> {
+    conv2d(ConvKind::ZeroUpsampled, x, kernel, bias)
+}
+
+fn conv2d(
+    kind: ConvKind,
+    x: &Tensor,
+    kernel: &Tensor,
+    bias: Option<&Tensor>,
+) -> candle_core::Result<Tensor> {
     if !runs_on_kernels(x, kernel)? {
-        let up = crate::resample::upsample(x, crate::config::Upsample::Zeros)
-            .map_err(candle_core::Error::wrap)?;
-        let k = kernel.dim(3)?;
-        return up.conv2d(kernel, k / 2, 1, 1, 1);
+        return candle_conv2d(kind, x, kernel, bias);
     }
+    let bias = match bias {
+        Some(bias) => bias.contiguous()?,
+        None => Tensor::zeros(kernel.dim(0)?, kernel.dtype(), kernel.device())?,
+    };
     x.contiguous()?
-        .apply_op2(&kernel.contiguous()?, ConvOp(ConvKind::ZeroUpsampled))
+        .apply_op3(&kernel.contiguous()?, &bias, ConvOp(kind))
+}
+
+/// The same convolution from candle's own ops, for devices and dtypes the kernels lack.
+fn candle_conv2d(
+    kind: ConvKind,
+    x: &Tensor,
+    kernel: &Tensor,
+    bias: Option<&Tensor>,
+) -> candle_core::Result<Tensor> {
+    let x = match kind {
+        ConvKind::Same => x.clone(),
+        ConvKind::ZeroUpsampled => crate::resample::upsample(x, crate::config::Upsample::Zeros)
+            .map_err(candle_core::Error::wrap)?,
+    };
+    let y = x.conv2d(kernel, kernel.dim(3)? / 2, 1, 1, 1)?;
+    match bias {
+        Some(bias) => y.broadcast_add(&bias.reshape((1, (), 1, 1))?),
+        None => Ok(y),
+    }
 }
 
 /// Computes the input gradient of a convolution of `kind`: dy [N, O, Ho, Wo] and kernel
@@ -88,7 +123,7 @@ fn runs_on_kernels(x: &Tensor, kernel: &Tensor) -> candle_core::Result<bool> {
     Ok(x.device().is_cpu() && supported)
 }
 
-/// Forward op: (x, kernel) -> y.
+/// Forward op: (x, kernel, bias) -> y.
 struct ConvOp(ConvKind);
 
 /// Input gradient: (dy, kernel) -> dx.
@@ -100,7 +135,7 @@ struct KernelGradOp {
     kernel: (usize, usize, usize, usize),
 }
 
-impl CustomOp2 for ConvOp {
+impl CustomOp3 for ConvOp {
     fn name(&self) -> &'static str {
         "conv2d-im2col"
     }
@@ -111,16 +146,28 @@ impl CustomOp2 for ConvOp {
         x_layout: &Layout,
         w: &CpuStorage,
         w_layout: &Layout,
+        b: &CpuStorage,
+        b_layout: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let (o, _, k, _) = w_layout.shape().dims4()?;
         let plan = ConvPlan::new(self.0, x_layout.shape().dims4()?, (o, k));
         let shape = Shape::from((plan.batch, o, plan.output.0, plan.output.1));
-        let storage = match (x, w) {
-            (CpuStorage::F32(x), CpuStorage::F32(w)) => {
-                CpuStorage::F32(forward(&plan, slice(x, x_layout)?, slice(w, w_layout)?))
+        let storage = match (x, w, b) {
+            (CpuStorage::F32(x), CpuStorage::F32(w), CpuStorage::F32(b)) => {
+                let inputs = (
+                    slice(x, x_layout)?,
+                    slice(w, w_layout)?,
+                    slice(b, b_layout)?,
+                );
+                CpuStorage::F32(forward(&plan, inputs))
             }
-            (CpuStorage::F64(x), CpuStorage::F64(w)) => {
-                CpuStorage::F64(forward(&plan, slice(x, x_layout)?, slice(w, w_layout)?))
+            (CpuStorage::F64(x), CpuStorage::F64(w), CpuStorage::F64(b)) => {
+                let inputs = (
+                    slice(x, x_layout)?,
+                    slice(w, w_layout)?,
+                    slice(b, b_layout)?,
+                );
+                CpuStorage::F64(forward(&plan, inputs))
             }
             _ => return Err(dtype_error(self.name(), x.dtype(), w.dtype())),
         };
@@ -131,9 +178,10 @@ impl CustomOp2 for ConvOp {
         &self,
         x: &Tensor,
         kernel: &Tensor,
+        bias: &Tensor,
         _y: &Tensor,
         dy: &Tensor,
-    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let dx = match x.track_op() {
             true => Some(conv2d_input_grad(self.0, dy, kernel)?),
             false => None,
@@ -142,11 +190,15 @@ impl CustomOp2 for ConvOp {
             true => Some(conv2d_kernel_grad(self.0, x, dy, kernel.dims4()?)?),
             false => None,
         };
-        Ok((dx, dkernel))
+        let dbias = match bias.track_op() {
+            true => Some(dy.sum((0, 2, 3))?),
+            false => None,
+        };
+        Ok((dx, dkernel, dbias))
     }
 }
 
-impl CustomOp2 for InputGradOp {
+impl candle_core::CustomOp2 for InputGradOp {
     fn name(&self) -> &'static str {
         "conv2d-im2col-input-grad"
     }
@@ -182,7 +234,7 @@ impl CustomOp2 for InputGradOp {
     }
 }
 
-impl CustomOp2 for KernelGradOp {
+impl candle_core::CustomOp2 for KernelGradOp {
     fn name(&self) -> &'static str {
         "conv2d-im2col-kernel-grad"
     }
@@ -235,8 +287,9 @@ impl<T: Float> Scratch<T> {
     }
 }
 
-/// y_n = kernel_p [O, rows] x patches_p(x_n) [rows, HW] for every image n and phase p.
-fn forward<T: Float>(plan: &ConvPlan, x: &[T], w: &[T]) -> Vec<T> {
+/// y_n = kernel_p [O, rows] x patches_p(x_n) [rows, HW] for every image n and phase p, plus
+/// the bias of each output channel.
+fn forward<T: Float>(plan: &ConvPlan, (x, w, bias): (&[T], &[T], &[T])) -> Vec<T> {
     let kernels: Vec<Vec<T>> = plan
         .phases
         .iter()
@@ -251,9 +304,18 @@ fn forward<T: Float>(plan: &ConvPlan, x: &[T], w: &[T]) -> Vec<T> {
             for (phase, kernel) in plan.phases.iter().zip(&kernels) {
                 forward_phase(plan, phase, kernel, image, out, scratch);
             }
+            add_bias(out, bias);
         },
     );
     y
+}
+
+/// Adds bias[o] to every pixel of channel o of one output image [O, Ho * Wo].
+fn add_bias<T: Float>(out: &mut [T], bias: &[T]) {
+    let pixels = out.len() / bias.len();
+    for (plane, &b) in out.chunks_mut(pixels).zip(bias) {
+        plane.iter_mut().for_each(|v| *v += b);
+    }
 }
 
 fn forward_phase<T: Float>(

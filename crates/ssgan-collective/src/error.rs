@@ -15,6 +15,9 @@ pub enum CollectiveError {
         peer: usize,
         source: std::io::Error,
     },
+    /// The parameters of some ranks differ from those of rank 0.
+    #[error("parameters of ranks {ranks:?} differ from rank 0: {detail}")]
+    Diverged { ranks: Vec<usize>, detail: String },
     /// The caller passed arguments that the group cannot agree on.
     #[error("invalid {operation} call: {reason}")]
     InvalidCall {

@@ -8,12 +8,17 @@
 //! peer's failure and must not block longer than its timeout.
 
 mod error;
+mod gradients;
 mod single;
 mod tensor;
 
 pub use error::CollectiveError;
+pub use gradients::{
+    DEFAULT_BUCKET_BYTES, all_reduce_mean_bucketed, all_reduce_mean_in_place,
+    check_parameters_match,
+};
 pub use single::SingleRank;
-pub use tensor::{all_reduce_mean_in_place, all_reduce_sum_tensor};
+pub use tensor::all_reduce_sum_tensor;
 
 /// A group of `world_size` ranks that run the same sequence of collective calls.
 ///

@@ -1,14 +1,16 @@
 //! Collective communication between the ranks of a data-parallel SS-GAN run.
 //!
 //! The training step talks only to the [`Communicator`] trait. A single-process run uses
-//! [`SingleRank`], whose collectives do no work. Multi-process backends implement the same
-//! trait, so the model code does not change with the world size.
+//! [`SingleRank`], whose collectives do no work. A multi-process CPU run uses [`TcpRing`].
+//! Every backend implements the same trait, so the model code does not change with the world
+//! size.
 //!
 //! Error policy: every collective returns [`CollectiveError`]. A backend must not panic on a
 //! peer's failure and must not block longer than its timeout.
 
 mod error;
 mod gradients;
+mod ring;
 mod single;
 mod tensor;
 
@@ -17,6 +19,7 @@ pub use gradients::{
     DEFAULT_BUCKET_BYTES, all_reduce_mean_bucketed, all_reduce_mean_in_place,
     check_parameters_match,
 };
+pub use ring::{RingConfig, RingListener, RingMembership, TcpRing};
 pub use single::SingleRank;
 pub use tensor::all_reduce_sum_tensor;
 

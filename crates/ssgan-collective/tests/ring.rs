@@ -8,7 +8,7 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use candle_core::{Device, Tensor};
-use common::{Outcome, Ring, SCENARIO_VAR, loopback};
+use common::{Outcome, Ring, SCENARIO_VAR, assert_all_succeeded, loopback};
 use ssgan_collective::{
     CollectiveError, Communicator, RingConfig, RingListener, RingMembership, TcpRing,
     all_reduce_mean_bucketed, check_parameters_match,
@@ -267,17 +267,6 @@ fn run(scenario: &str, world: usize, env: &[(&str, String)]) -> Vec<Outcome> {
     let mut ring = Ring::launch(ENTRY, scenario, world, env);
     ring.start_with_token(|_| TOKEN);
     ring.finish(SCENARIO_LIMIT)
-}
-
-fn assert_all_succeeded(outcomes: &[Outcome]) {
-    for (rank, outcome) in outcomes.iter().enumerate() {
-        assert!(
-            outcome.succeeded(),
-            "rank {rank} exited with {:?}; stderr:\n{}",
-            outcome.status,
-            outcome.stderr
-        );
-    }
 }
 
 fn assert_done(outcomes: &[Outcome], scenario: &str) {

@@ -243,6 +243,18 @@ pub fn listen_for_parent() -> (RingListener, RingMembership) {
     (listener, membership)
 }
 
+/// Asserts that every rank exited with status 0, showing the stderr of the first that did not.
+pub fn assert_all_succeeded(outcomes: &[Outcome]) {
+    for (rank, outcome) in outcomes.iter().enumerate() {
+        assert!(
+            outcome.succeeded(),
+            "rank {rank} exited with {:?}; stderr:\n{}",
+            outcome.status,
+            outcome.stderr
+        );
+    }
+}
+
 /// Child side: ends the process after [`CHILD_LIFETIME`], whatever it is doing.
 pub fn start_watchdog() {
     std::thread::spawn(|| {

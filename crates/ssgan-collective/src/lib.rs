@@ -8,12 +8,14 @@
 //! Error policy: every collective returns [`CollectiveError`]. A backend must not panic on a
 //! peer's failure and must not block longer than its timeout.
 
+mod bench;
 mod error;
 mod gradients;
 mod ring;
 mod single;
 mod tensor;
 
+pub use bench::{AllReduceBenchRow, bench_all_reduce};
 pub use error::CollectiveError;
 pub use gradients::{
     DEFAULT_BUCKET_BYTES, all_reduce_mean_bucketed, all_reduce_mean_in_place,

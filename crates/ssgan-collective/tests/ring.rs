@@ -11,7 +11,7 @@ use candle_core::{Device, Tensor};
 use common::{Outcome, Ring, SCENARIO_VAR, assert_all_succeeded, loopback};
 use ssgan_collective::{
     CollectiveError, Communicator, RingConfig, RingListener, RingMembership, TcpRing,
-    all_reduce_mean_bucketed, check_parameters_match,
+    all_reduce_mean_bucketed, bench_all_reduce, check_parameters_match,
 };
 
 /// Name of the test function that the child processes run.
@@ -21,6 +21,8 @@ const OP_TIMEOUT_VAR: &str = "SSGAN_RING_OP_TIMEOUT_MS";
 const BOOTSTRAP_TIMEOUT_VAR: &str = "SSGAN_RING_BOOTSTRAP_TIMEOUT_MS";
 /// Upper bound of one scenario's run time. Reaching it means a hang, not a slow machine.
 const SCENARIO_LIMIT: Duration = Duration::from_secs(45);
+/// Requested benchmark sizes in bytes; 1 byte is rounded up to one f32.
+const BENCH_SIZES: [usize; 3] = [1, 4096, 4 << 20];
 
 /// The child side of every test below. In a plain `cargo test` run the scenario variable is
 /// unset, so this returns at once. It does its work only inside a child process.
@@ -44,6 +46,7 @@ fn child_process_entry() {
         "kill" => child_kill(&ring),
         "silent" => child_silent(&ring),
         "mismatch" => child_mismatch(&ring),
+        "bench" => child_bench(&ring),
         other => panic!("unknown scenario {other}"),
     }
 }
@@ -235,6 +238,13 @@ fn child_mismatch(ring: &TcpRing) {
     let kind = matches!(error, CollectiveError::Mismatch { .. });
     println!("@@MISMATCH {kind}");
     report_failure(ring, &error, start.elapsed());
+}
+
+fn child_bench(ring: &TcpRing) {
+    let rows = bench_all_reduce(ring, &BENCH_SIZES, 3).expect("benchmark runs");
+    for row in rows {
+        println!("@@ROW {}", row.to_json_line());
+    }
 }
 
 fn child_join(listener: RingListener, membership: &RingMembership, config: &RingConfig) {
@@ -532,4 +542,34 @@ fn join_rejects_rank_outside_addresses() {
     };
     let result = listener.join(&membership, &RingConfig::default());
     assert!(matches!(result, Err(CollectiveError::InvalidCall { .. })));
+}
+
+/// Returns the value of `"key":` in a flat JSON object line.
+fn json_number(line: &str, key: &str) -> f64 {
+    let start = line.find(&format!("\"{key}\":")).expect("key present") + key.len() + 3;
+    let rest = &line[start..];
+    let end = rest.find([',', '}']).expect("value ends");
+    rest[..end].parse().expect("a number")
+}
+
+#[test]
+fn bench_rows_for_each_size() {
+    let outcomes = run("bench", 2, &[]);
+    assert_all_succeeded(&outcomes);
+    let rows: Vec<Vec<&String>> = outcomes
+        .iter()
+        .map(|o| o.lines.iter().filter(|l| l.starts_with("@@ROW ")).collect())
+        .collect();
+    assert_eq!(rows[0], rows[1], "every rank returns rank 0's rows");
+    assert_eq!(rows[0].len(), BENCH_SIZES.len());
+    for (line, expected_bytes) in rows[0].iter().zip([4.0, 4096.0, 4194304.0]) {
+        let json = line.strip_prefix("@@ROW ").unwrap();
+        println!("{json}");
+        assert!(json.starts_with('{') && json.ends_with('}'), "{json}");
+        assert_eq!(json_number(json, "bytes"), expected_bytes, "{json}");
+        for key in ["bus_gbps", "tcp_copy_gbps"] {
+            let rate = json_number(json, key);
+            assert!(rate.is_finite() && rate > 0.0, "{key} in {json}");
+        }
+    }
 }

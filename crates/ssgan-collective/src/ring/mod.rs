@@ -16,7 +16,7 @@ mod call;
 mod frame;
 mod sender;
 
-use std::net::TcpStream;
+use std::net::{SocketAddr, TcpStream};
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -37,7 +37,8 @@ pub struct RingConfig {
     /// of the slowest rank, so it is long.
     pub bootstrap_timeout: Duration,
     /// Maximum duration of one collective call, from entry to return. It must exceed the time
-    /// the largest all-reduce takes, plus the time by which ranks reach a call apart.
+    /// the largest all-reduce takes, plus the time by which ranks reach a call apart. A call
+    /// that fails may return up to 1 s later, while its abort message goes out.
     pub op_timeout: Duration,
     /// Maximum payload of one frame in bytes (a multiple of 4 is used, at least 4). Smaller
     /// segments let a rank forward data sooner; larger ones cost fewer headers.
@@ -88,7 +89,17 @@ impl RingConfig {
 pub struct TcpRing {
     topology: Topology,
     config: RingConfig,
+    addresses: Option<LinkAddresses>,
     links: Option<Mutex<Links>>,
+}
+
+/// Addresses of a ring's two connections.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct LinkAddresses {
+    /// Address of the next rank's listener.
+    pub next_peer: SocketAddr,
+    /// This rank's end of the connection from the previous rank, which that rank can reach.
+    pub prev_local: SocketAddr,
 }
 
 struct Links {
@@ -106,6 +117,7 @@ impl TcpRing {
         Self {
             topology: Topology { rank: 0, world: 1 },
             config,
+            addresses: None,
             links: None,
         }
     }
@@ -116,6 +128,10 @@ impl TcpRing {
         prev: TcpStream,
         next: TcpStream,
     ) -> std::io::Result<Self> {
+        let addresses = LinkAddresses {
+            next_peer: next.peer_addr()?,
+            prev_local: prev.local_addr()?,
+        };
         let links = Links {
             prev,
             sender: Sender::spawn(next)?,
@@ -126,8 +142,18 @@ impl TcpRing {
         Ok(Self {
             topology,
             config,
+            addresses: Some(addresses),
             links: Some(Mutex::new(links)),
         })
+    }
+
+    /// Returns the socket addresses of the ring's connections, None with world size 1.
+    pub(crate) fn link_addresses(&self) -> Option<LinkAddresses> {
+        self.addresses
+    }
+
+    pub(crate) fn config(&self) -> &RingConfig {
+        &self.config
     }
 
     /// Runs `body` as the next call, and poisons the ring when it fails.

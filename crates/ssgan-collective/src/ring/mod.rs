@@ -166,7 +166,13 @@ impl TcpRing {
         let Some(links) = &self.links else {
             return Ok(());
         };
-        let mut links = links.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut links = links.lock().unwrap_or_else(|panicked| {
+            // A call that panicked may have left a frame half read or half queued.
+            let mut links = panicked.into_inner();
+            let cause = "an earlier call panicked".to_string();
+            links.poisoned.get_or_insert(cause);
+            links
+        });
         if let Some(cause) = &links.poisoned {
             return Err(CollectiveError::Poisoned {
                 operation: op.name(),

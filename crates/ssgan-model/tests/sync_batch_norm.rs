@@ -14,7 +14,7 @@ use candle_core::backprop::GradStore;
 use candle_core::{DType, Device, Tensor, Var};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use ssgan_collective::{Communicator, RingConfig, SingleRank};
+use ssgan_collective::{Communicator, SingleRank};
 use ssgan_model::batch_norm::{Norm, NormSpec};
 use ssgan_model::config::{GeneratorNorm, Init};
 use ssgan_model::ctx::Ctx;
@@ -38,13 +38,10 @@ const TOLERANCE: f32 = 2e-5;
 /// The child side of the tests below. It does nothing in a plain `cargo test` run.
 #[test]
 fn child_process_entry() {
-    let Ok(scenario) = std::env::var(process::SCENARIO_VAR) else {
+    let Some((scenario, ring)) = process::child_ring() else {
         return;
     };
-    process::start_watchdog();
-    let (listener, membership) = process::listen_for_parent();
-    let ring = listener.join(&membership, &RingConfig::default());
-    let ring: Arc<dyn Communicator> = Arc::new(ring.expect("ring joins"));
+    let ring: Arc<dyn Communicator> = Arc::new(ring);
     match scenario.as_str() {
         "plain" => child_norm(&ring, GeneratorNorm::Batch),
         "self_modulated" => child_norm(&ring, GeneratorNorm::SelfModulated),

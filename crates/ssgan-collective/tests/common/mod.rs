@@ -16,7 +16,7 @@ use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use ssgan_collective::{RingListener, RingMembership};
+use ssgan_collective::{RingConfig, RingListener, RingMembership, TcpRing};
 
 pub const SCENARIO_VAR: &str = "SSGAN_RING_SCENARIO";
 pub const RANK_VAR: &str = "SSGAN_RING_RANK";
@@ -253,6 +253,16 @@ pub fn assert_all_succeeded(outcomes: &[Outcome]) {
             outcome.stderr
         );
     }
+}
+
+/// Child side: returns the scenario and the ring joined with the default config, or None in a
+/// plain `cargo test` run, where no parent set the scenario.
+pub fn child_ring() -> Option<(String, TcpRing)> {
+    let scenario = std::env::var(SCENARIO_VAR).ok()?;
+    start_watchdog();
+    let (listener, membership) = listen_for_parent();
+    let ring = listener.join(&membership, &RingConfig::default());
+    Some((scenario, ring.expect("ring joins")))
 }
 
 /// Child side: ends the process after [`CHILD_LIFETIME`], whatever it is doing.

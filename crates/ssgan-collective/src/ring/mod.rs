@@ -9,6 +9,11 @@
 //! message that names the failed rank to the next rank, which forwards it, so the other ranks
 //! report the same failed rank instead of waiting for their own timeouts. Every later call
 //! fails at once with [`CollectiveError::Poisoned`].
+//!
+//! NOTE: a peer that stops responding but keeps its connections open is found only by
+//! timeouts. With more than two ranks, the others then time out at about the same moment, and
+//! a rank may name its own waiting neighbour instead of the rank that stopped. Only the
+//! two-rank case of a silent peer is tested.
 
 mod algorithm;
 mod bootstrap;

@@ -1,19 +1,47 @@
 //! Collective communication between the ranks of a data-parallel SS-GAN run.
 //!
 //! The training step talks only to the [`Communicator`] trait. A single-process run uses
-//! [`SingleRank`], whose collectives do no work. Multi-process backends implement the same
-//! trait, so the model code does not change with the world size.
+//! [`SingleRank`], whose collectives do no work. A multi-process CPU run uses [`TcpRing`].
+//! Every backend implements the same trait, so the model code does not change with the world
+//! size.
+//!
+//! A rank joins a ring in two steps, because the coordinator must collect every rank's
+//! listening address before any rank can connect:
+//!
+//! ```no_run
+//! use ssgan_collective::{Communicator, RingConfig, RingListener, RingMembership};
+//! # fn addresses_from_coordinator(_: std::net::SocketAddr) -> Vec<std::net::SocketAddr> {
+//! #     unimplemented!()
+//! # }
+//! let listener = RingListener::bind("127.0.0.1:0".parse()?)?;
+//! let addresses = addresses_from_coordinator(listener.local_addr());
+//! let membership = RingMembership { rank: 0, addresses, token: 7 };
+//! let ring = listener.join(&membership, &RingConfig::default())?;
+//! let mut values = vec![0.5f32; 1024];
+//! ring.all_reduce_sum(&mut values)?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 //!
 //! Error policy: every collective returns [`CollectiveError`]. A backend must not panic on a
-//! peer's failure and must not block longer than its timeout.
+//! peer's failure and must not block longer than its timeout, except that [`TcpRing`] takes up
+//! to 1 s more after a failure to pass its abort message on.
 
+mod bench;
 mod error;
+mod gradients;
+mod ring;
 mod single;
 mod tensor;
 
+pub use bench::{AllReduceBenchRow, bench_all_reduce};
 pub use error::CollectiveError;
+pub use gradients::{
+    DEFAULT_BUCKET_BYTES, all_reduce_mean_bucketed, all_reduce_mean_in_place,
+    check_parameters_match,
+};
+pub use ring::{RingConfig, RingListener, RingMembership, TcpRing};
 pub use single::SingleRank;
-pub use tensor::{all_reduce_mean_in_place, all_reduce_sum_tensor};
+pub use tensor::all_reduce_sum_tensor;
 
 /// A group of `world_size` ranks that run the same sequence of collective calls.
 ///

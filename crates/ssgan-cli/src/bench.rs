@@ -22,6 +22,12 @@ enum BenchKind {
     /// Achieved GFLOP/s of the 3x3 convolution kernels (forward, input gradient, kernel
     /// gradient) on the 32x32 model's layer shapes, next to candle's own conv ops.
     Conv(ConvArgs),
+    /// All-reduce bus bandwidth of the TCP ring between processes on this machine, by message
+    /// size, next to a plain TCP copy of the same size between the same processes.
+    Allreduce(crate::bench_allreduce::AllReduceArgs),
+    /// One rank of `bench allreduce` (started by it, not by hand).
+    #[command(hide = true)]
+    AllreduceRank(crate::bench_allreduce::RankArgs),
 }
 
 #[derive(Args)]
@@ -69,6 +75,8 @@ pub fn run(args: BenchArgs) -> Result<i32> {
     match args.kind {
         BenchKind::Step(args) => run_step(args),
         BenchKind::Conv(args) => run_conv(args),
+        BenchKind::Allreduce(args) => crate::bench_allreduce::run(args),
+        BenchKind::AllreduceRank(args) => crate::bench_allreduce::run_rank(args),
     }
 }
 

@@ -1,6 +1,7 @@
 //! The `ssgan` command: train SS-GAN, sample from checkpoints, benchmark steps.
 
 mod bench;
+mod bench_allreduce;
 mod progress;
 mod sample;
 mod train;

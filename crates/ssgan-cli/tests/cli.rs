@@ -234,6 +234,57 @@ fn bench_step_prints_json() {
     assert_eq!(value["batch_size"].as_u64(), Some(8), "{line}");
 }
 
+#[test]
+fn bench_allreduce_prints_json_per_size() {
+    let output = ssgan()
+        .args(["bench", "allreduce", "--ranks", "3", "--sizes", "4,40000"])
+        .args(["--repeats", "1", "--json"])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    let text = String::from_utf8(output.stdout).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2, "one line per size: {text}");
+    for (line, bytes) in lines.iter().zip([4, 40000]) {
+        let value: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert_eq!(value["bytes"].as_u64(), Some(bytes), "{line}");
+        assert!(value["bus_gbps"].as_f64().unwrap() > 0.0, "{line}");
+        assert!(value["tcp_copy_gbps"].as_f64().unwrap() > 0.0, "{line}");
+    }
+}
+
+#[test]
+fn bench_conv_prints_json_per_layer() {
+    let output = ssgan()
+        .args([
+            "--threads",
+            "1",
+            "bench",
+            "conv",
+            "--ch",
+            "4",
+            "--batch-size",
+            "4",
+        ])
+        .args(["--rotated", "4", "--repeats", "1", "--json"])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    let text = String::from_utf8(output.stdout).unwrap();
+    assert_eq!(text.lines().count(), 8, "one line per layer: {text}");
+    for line in text.lines() {
+        let value: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert!(
+            value["ours_forward_gflops"].as_f64().unwrap() > 0.0,
+            "{line}"
+        );
+        assert!(
+            value["candle_input_grad_gflops"].as_f64().unwrap() > 0.0,
+            "{line}"
+        );
+    }
+}
+
 /// Trains against the loopback S3 server of `.ci/run` and samples from the S3 checkpoint.
 /// Without `SSGAN_TEST_S3_ENDPOINT` it prints why it skipped, and fails under `CI=true`.
 #[test]

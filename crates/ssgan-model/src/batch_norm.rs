@@ -6,6 +6,7 @@ use ssgan_collective::all_reduce_sum_tensor;
 use crate::config::GeneratorNorm;
 use crate::ctx::Ctx;
 use crate::error::Result;
+use crate::kernels::{channel_moments, normalize_affine};
 use crate::layers::Linear;
 use crate::params::Builder;
 
@@ -42,6 +43,18 @@ impl Standardize {
 
     /// Standardises x: [N, C, H, W] per channel to zero mean and unit variance, same shape.
     pub fn forward(&self, ctx: &Ctx, x: &Tensor) -> Result<Tensor> {
+        let stats = self.statistics(ctx, x)?;
+        let (n, c, _, _) = x.dims4()?;
+        // gamma = 1 and beta = 0 for every image.
+        let ones = Tensor::ones((n, 1, c), x.dtype(), x.device())?;
+        let affine = Tensor::cat(&[&ones, &ones.zeros_like()?], 1)?;
+        Ok(normalize_affine(x, &stats, &affine)?)
+    }
+
+    /// Returns [2, C]: the mean and 1 / sqrt(var + epsilon) per channel, from the global
+    /// batch in training passes (updating the running averages when the pass allows) and from
+    /// the running averages in evaluation passes.
+    pub fn statistics(&self, ctx: &Ctx, x: &Tensor) -> Result<Tensor> {
         let (mean, var) = if ctx.train {
             let (mean, var) = self.batch_moments(ctx, x)?;
             if ctx.update_state {
@@ -52,21 +65,16 @@ impl Standardize {
             let mean = self.running_mean.as_detached_tensor();
             (mean, self.running_var.as_detached_tensor())
         };
-        let scale = (var + self.epsilon)?
-            .sqrt()?
-            .recip()?
-            .reshape((1, (), 1, 1))?;
-        let centred = x.broadcast_sub(&mean.reshape((1, (), 1, 1))?)?;
-        Ok(centred.broadcast_mul(&scale)?)
+        let inv_std = (var + self.epsilon)?.sqrt()?.recip()?;
+        Ok(Tensor::stack(&[&mean, &inv_std], 0)?)
     }
 
     /// Mean and biased variance per channel over the global batch, each of shape [C].
     fn batch_moments(&self, ctx: &Ctx, x: &Tensor) -> Result<(Tensor, Tensor)> {
         let (n, c, h, w) = x.dims4()?;
-        let sum = x.sum((0, 2, 3))?;
-        let sum_sq = x.sqr()?.sum((0, 2, 3))?;
+        let moments = channel_moments(x)?;
         let count = Tensor::new(&[(n * h * w) as f64], x.device())?.to_dtype(x.dtype())?;
-        let local = Tensor::cat(&[&sum, &sum_sq, &count], 0)?;
+        let local = Tensor::cat(&[&moments, &count], 0)?;
         let global = all_reduce_sum_tensor(&ctx.comm, &local)?;
         let total = global.narrow(0, 2 * c, 1)?;
         let mean = global.narrow(0, 0, c)?.broadcast_div(&total)?;
@@ -132,13 +140,15 @@ impl Norm {
         })
     }
 
-    /// Normalises x: [N, C, H, W] given z: [N, z_dim] (used only when self-modulated).
+    /// Normalises x: [N, C, H, W] given z: [N, z_dim] (used only when self-modulated), same
+    /// shape and dtype as x.
     pub fn forward(&self, ctx: &Ctx, x: &Tensor, z: &Tensor) -> Result<Tensor> {
-        let x_hat = self.standardize.forward(ctx, x)?;
-        let (gamma, beta) = match &self.affine {
+        let stats = self.standardize.statistics(ctx, x)?;
+        let (n, c, _, _) = x.dims4()?;
+        let affine = match &self.affine {
             Affine::Plain { gamma, beta } => {
-                let gamma = ctx.param(gamma).reshape((1, (), 1, 1))?;
-                (gamma, ctx.param(beta).reshape((1, (), 1, 1))?)
+                let pair = Tensor::stack(&[ctx.param(gamma), ctx.param(beta)], 0)?;
+                pair.unsqueeze(0)?.broadcast_as((n, 2, c))?
             }
             Affine::SelfModulated {
                 hidden,
@@ -146,12 +156,10 @@ impl Norm {
                 beta,
             } => {
                 let h = hidden.forward(ctx, z)?.relu()?;
-                let n = z.dim(0)?;
-                let gamma = gamma.forward(ctx, &h)?.reshape((n, (), 1, 1))?;
-                (gamma, beta.forward(ctx, &h)?.reshape((n, (), 1, 1))?)
+                Tensor::stack(&[gamma.forward(ctx, &h)?, beta.forward(ctx, &h)?], 1)?
             }
         };
-        Ok(x_hat.broadcast_mul(&gamma)?.broadcast_add(&beta)?)
+        Ok(normalize_affine(x, &stats, &affine)?)
     }
 }
 

@@ -190,8 +190,9 @@ impl CustomOp3 for ConvOp {
             true => Some(conv2d_kernel_grad(self.0, x, dy, kernel.dims4()?)?),
             false => None,
         };
+        // The parallel per-channel kernel: candle's sum((0, 2, 3)) runs on one thread.
         let dbias = match bias.track_op() {
-            true => Some(dy.sum((0, 2, 3))?),
+            true => Some(super::norm::channel_moments(dy)?.narrow(0, 0, bias.dim(0)?)?),
             false => None,
         };
         Ok((dx, dkernel, dbias))

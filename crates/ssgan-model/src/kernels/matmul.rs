@@ -4,7 +4,16 @@ use gemm::Parallelism;
 
 /// A float type that the GEMM kernels and the convolution ops support.
 pub trait Float:
-    Copy + Default + Send + Sync + std::ops::AddAssign + std::fmt::Debug + 'static
+    Copy
+    + Default
+    + Send
+    + Sync
+    + std::ops::AddAssign
+    + std::ops::Add<Output = Self>
+    + std::ops::Sub<Output = Self>
+    + std::ops::Mul<Output = Self>
+    + std::fmt::Debug
+    + 'static
 {
     const ZERO: Self;
     const ONE: Self;

@@ -117,6 +117,11 @@ fn offset_trace_sqrt_product(sigma1: &Mat<f64>, sigma2: &Mat<f64>, offset: f64) 
 
 /// Computes `tr((sigma1 sigma2)^(1/2))` as the sum of `sqrt(lambda)` over the eigenvalues of
 /// `sigma1^(1/2) sigma2 sigma1^(1/2)`. Negative round-off eigenvalues count as 0.
+///
+/// NOTE: positive round-off eigenvalues (about 1e-16 of the largest) are kept, as scipy's
+/// `sqrtm` keeps them, so that rank-deficient cases match pytorch-fid (within 6e-7 on the
+/// fixture). Their square roots add up when many eigenvalues are 0: FID(A, A) of a set
+/// with fewer samples than dimensions is about -1e-7 x tr(sigma) instead of 0.
 fn trace_sqrt_product(sigma1: &Mat<f64>, sigma2: &Mat<f64>) -> Result<f64> {
     let root1 = symmetric_sqrt(sigma1)?;
     let mut product = &root1 * sigma2 * &root1;

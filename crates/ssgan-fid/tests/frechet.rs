@@ -114,7 +114,7 @@ fn singular_features_case() {
     assert!(!terms.offset_used, "scipy 1.17 takes no offset branch here");
     let offset_fid = case_value(&expected, case, "fid_if_eps_branch_taken");
     assert_relative(with_offset, offset_fid, 2e-6, "singular FID with offset");
-    // The two behaviours differ by 1.1e-5 relative, so the tolerance tells them apart.
+    // The two behaviours differ by 1.1e-5 relative, so the tolerance separates them.
     assert!((terms.distance() - with_offset).abs() > 1e-3);
 }
 
@@ -141,6 +141,23 @@ fn identical_sets_give_zero() {
     let distance = frechet_distance(&stats, &stats).unwrap();
 
     assert!(distance.abs() < 1e-10, "FID(A, A) = {distance}");
+}
+
+#[test]
+fn identical_rank_deficient_sets_give_zero() {
+    // 16 samples in 256 dims: the covariance has rank 15. The square roots of the
+    // round-off eigenvalues of the 241 zero directions move the result off 0 by about
+    // 1.5e-7 x tr(sigma).
+    let stats = Statistics::from_features(&common::synthetic(16, 256, 4, 0.0)).unwrap();
+
+    let terms = frechet_terms(&stats, &stats).unwrap();
+
+    let distance = terms.distance();
+    assert!(
+        distance.abs() < 1e-6 * terms.trace_sigma1,
+        "FID(A, A) = {distance}, tr(sigma) = {}",
+        terms.trace_sigma1
+    );
 }
 
 #[test]

@@ -18,6 +18,8 @@ enum BenchKind {
     /// Images per second of full training steps (n_dis discriminator steps and one generator
     /// step) on one process.
     Step(StepArgs),
+    /// Inception features per second of FID feature extraction.
+    Fid(crate::bench_fid::FidBenchArgs),
 }
 
 #[derive(Args)]
@@ -43,7 +45,10 @@ struct StepArgs {
 }
 
 pub fn run(args: BenchArgs) -> Result<i32> {
-    let BenchKind::Step(args) = args.kind;
+    let args = match args.kind {
+        BenchKind::Step(args) => args,
+        BenchKind::Fid(args) => return crate::bench_fid::run(args),
+    };
     anyhow::ensure!(
         args.steps >= 1,
         "invalid --steps 0: expected at least 1 timed step"

@@ -3,9 +3,9 @@
 
 Install: pip install torch torchvision pytorch-fid numpy
 
-It runs pytorch-fid's FID InceptionV3 (pool3, 2048 features) in eval mode on the CPU over
-batches of 32 x 32 images with the same gradient pattern as `ssgan bench fid`, or over the
-first images of a CIFAR-10 binary file, and prints one line of JSON with the same keys.
+It runs pytorch-fid's FID InceptionV3 (pool3, 2048 features) in eval mode on the CPU. The
+input is a batch of 32 x 32 images with the same gradient pattern as `ssgan bench fid`, or
+the first images of a CIFAR-10 binary file. It prints one line of JSON with the same keys.
 
     python3 benches/fid_pytorch.py --weights pt_inception-2015-12-05-6726825d.pth \
         --batch-size 16 --warmup 1 --batches 3 --threads 2

@@ -63,7 +63,7 @@ pub fn run(args: FidBenchArgs) -> Result<i32> {
         }
     }
     seconds.sort_by(f64::total_cmp);
-    let median = seconds[seconds.len() / 2];
+    let median = median_of_sorted(&seconds);
     let features_per_second = args.batch_size as f64 / median;
     let threads = candle_core::utils::get_num_threads();
     if args.json {
@@ -91,7 +91,17 @@ pub fn run(args: FidBenchArgs) -> Result<i32> {
     Ok(0)
 }
 
-/// 32 x 32 images with a fixed gradient pattern, distinct per index.
+/// Returns the median of sorted values, the mean of the middle two for an even count.
+fn median_of_sorted(values: &[f64]) -> f64 {
+    let middle = values.len() / 2;
+    if values.len().is_multiple_of(2) {
+        (values[middle - 1] + values[middle]) / 2.0
+    } else {
+        values[middle]
+    }
+}
+
+/// Builds 32 x 32 images with a fixed gradient pattern, distinct per index.
 fn pattern_images(count: usize) -> Vec<RgbPlanes> {
     (0..count)
         .map(|index| RgbPlanes {

@@ -19,8 +19,8 @@ const GENERATOR_CHUNK: usize = 250;
 
 #[derive(Args)]
 pub struct FidArgs {
-    /// First set: a .npz statistics file, an image folder (PNG/JPEG), or a CIFAR-10 binary
-    /// file or folder.
+    /// First set: a .npz statistics file, an image folder (PNG/JPEG), a CIFAR-10 binary
+    /// file, or a CIFAR-10 folder (its data_batch_*.bin files, else test_batch.bin).
     a: PathBuf,
     /// Second set, of the same kinds as the first.
     b: PathBuf,
@@ -34,7 +34,8 @@ pub struct FidArgs {
 #[derive(Args)]
 pub struct FidStatsArgs {
     /// Image set: an image folder (PNG/JPEG), a CIFAR-10 binary file or folder, or with
-    /// --samples a checkpoint (STORAGE/runs/RUN_ID[/checkpoints/STEP]).
+    /// --samples a checkpoint (STORAGE/runs/RUN_ID for the newest, or
+    /// STORAGE/runs/RUN_ID/checkpoints/STEP).
     source: String,
     /// Output statistics file (.npz with float64 `mu` and `sigma`, as pytorch-fid writes).
     #[arg(long)]
@@ -52,7 +53,8 @@ pub struct FidStatsArgs {
 #[derive(Args)]
 struct ModelArgs {
     /// FID Inception weights: pytorch-fid's pt_inception-2015-12-05-6726825d.pth (or a
-    /// zip-format .pth or .safetensors with the same keys). Needed unless both sets are .npz.
+    /// zip-format .pth or .safetensors with the same keys). Needed for every set that is not
+    /// a .npz file.
     #[arg(long, value_name = "W")]
     inception_weights: Option<PathBuf>,
     /// Feature layer, as pytorch-fid's --dims: 64, 192, 768 or 2048 (pool3).

@@ -53,7 +53,10 @@ pub fn frechet_distance(a: &Statistics, b: &Statistics) -> Result<f64> {
 /// Computes the terms of the squared Frechet distance between `a` and `b`.
 ///
 /// If the square root is not finite, it is computed again on `sigma + 1e-6 I` for both
-/// covariances, as pytorch-fid does. The trace terms keep the plain covariances.
+/// covariances, as pytorch-fid does. The trace terms keep the plain covariances. Because
+/// the inputs are checked to be finite and only symmetric eigensolvers run, this retry is
+/// reached only if an eigensolver returns non-finite values. pytorch-fid reaches it through
+/// round-off in scipy's general `sqrtm`.
 ///
 /// # Errors
 ///

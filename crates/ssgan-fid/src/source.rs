@@ -11,6 +11,10 @@ use tracing::debug;
 use crate::error::{FidError, Result, io_error};
 
 /// File extensions that pytorch-fid 0.3.0 reads from an image folder (compared ignoring case).
+///
+/// NOTE: this crate enables only the `png` and `jpeg` decoders of the `image` crate, so a
+/// bmp, pgm, ppm, tif, tiff or webp file is listed but fails to decode with an error that
+/// names it.
 pub const IMAGE_EXTENSIONS: [&str; 9] = [
     "bmp", "jpg", "jpeg", "pgm", "png", "ppm", "tif", "tiff", "webp",
 ];

@@ -9,7 +9,9 @@ mod common;
 use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
-use ssgan_fid::{FeatureExtractor, FeatureLayer, FidInception, InceptionWeights, MemoryImages};
+use ssgan_fid::{
+    FeatureExtractor, FeatureLayer, FidInception, InceptionWeights, MemoryImages, RgbPlanes,
+};
 
 /// Images per forward pass, to keep the float64 activations small.
 const BATCH: usize = 4;
@@ -28,6 +30,18 @@ fn extract(model: &FidInception, dir: &Path, layer: FeatureLayer) -> Vec<f64> {
     assert_eq!(features.rows(), 16);
     assert_eq!(features.dims(), layer.dims());
     features.values().to_vec()
+}
+
+/// Preprocesses images in float64 and stacks them into one batch.
+fn network_input(model: &FidInception, images: &[RgbPlanes]) -> Tensor {
+    let inputs: Vec<Tensor> = images
+        .iter()
+        .map(|image| {
+            let unit = image.to_unit_tensor(DType::F64).unwrap();
+            model.preprocess(&unit).unwrap()
+        })
+        .collect();
+    Tensor::cat(&inputs, 0).unwrap()
 }
 
 /// Asserts `max |actual - expected| <= relative * max |expected|` and prints both sides.
@@ -70,15 +84,7 @@ fn float64_features_match_pytorch_fid() {
     let images = common::fixture_images(&dir);
     let mut outputs = Vec::new();
     for batch in images.chunks(BATCH) {
-        let inputs: Vec<Tensor> = batch
-            .iter()
-            .map(|image| {
-                model
-                    .preprocess(&image.to_unit_tensor(DType::F64).unwrap())
-                    .unwrap()
-            })
-            .collect();
-        outputs.push(model.forward(&Tensor::cat(&inputs, 0).unwrap()).unwrap());
+        outputs.push(model.forward(&network_input(&model, batch)).unwrap());
     }
     let layer_values = |layer: FeatureLayer| -> Vec<f64> {
         let parts: Vec<Tensor> = outputs.iter().map(|o| o.layer(layer).clone()).collect();
@@ -127,4 +133,32 @@ fn forward_rejects_wrong_input_size() {
     let error = model.forward(&input).err().unwrap();
 
     assert!(error.to_string().contains("[N, 3, 299, 299]"), "{error}");
+}
+
+#[test]
+fn logits_are_fc_of_pool3() {
+    let Some(dir) = common::fixtures() else {
+        return;
+    };
+    let weights = InceptionWeights::load(&dir.join("inception_random.pth")).unwrap();
+    let model = FidInception::new(&weights, DType::F64, &Device::Cpu).unwrap();
+    let images = common::fixture_images(&dir);
+    let input = network_input(&model, &images[..2]);
+
+    let outputs = model.forward(&input).unwrap();
+
+    // pytorch-fid never runs `fc`, so there is no reference output: check the layer against
+    // torch.nn.Linear's definition, pool3 W^T + b, from the raw weights.
+    let to_f64 = |t: &Tensor| t.to_dtype(DType::F64).unwrap();
+    let fc_weight = to_f64(weights.tensor("fc.weight").unwrap());
+    let fc_bias = to_f64(weights.tensor("fc.bias").unwrap());
+    let expected = outputs
+        .pool3
+        .matmul(&fc_weight.t().unwrap())
+        .unwrap()
+        .broadcast_add(&fc_bias)
+        .unwrap();
+    let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f64>().unwrap();
+    assert_eq!(outputs.logits.dims(), [2, 1008]);
+    assert_close(&flat(&outputs.logits), &flat(&expected), 1e-12, "logits");
 }

@@ -28,6 +28,8 @@ enum BenchKind {
     /// One rank of `bench allreduce` (started by it, not by hand).
     #[command(hide = true)]
     AllreduceRank(crate::bench_allreduce::RankArgs),
+    /// Inception features per second of FID feature extraction.
+    Fid(crate::bench_fid::FidBenchArgs),
 }
 
 #[derive(Args)]
@@ -77,6 +79,7 @@ pub fn run(args: BenchArgs) -> Result<i32> {
         BenchKind::Conv(args) => run_conv(args),
         BenchKind::Allreduce(args) => crate::bench_allreduce::run(args),
         BenchKind::AllreduceRank(args) => crate::bench_allreduce::run_rank(args),
+        BenchKind::Fid(args) => crate::bench_fid::run(args),
     }
 }
 

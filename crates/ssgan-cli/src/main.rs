@@ -2,6 +2,8 @@
 
 mod bench;
 mod bench_allreduce;
+mod bench_fid;
+mod fid;
 mod progress;
 mod sample;
 mod train;
@@ -26,6 +28,10 @@ enum Command {
     Train(train::TrainArgs),
     /// Write a PNG grid of images generated from a committed checkpoint.
     Sample(sample::SampleArgs),
+    /// Print the FID between two image sets or statistics files.
+    Fid(fid::FidArgs),
+    /// Write pytorch-fid-compatible statistics (mu, sigma) of an image set to a .npz file.
+    FidStats(fid::FidStatsArgs),
     /// Measure throughput.
     Bench(bench::BenchArgs),
 }
@@ -40,6 +46,8 @@ fn main() {
     let result = match cli.command {
         Command::Train(args) => train::run(args),
         Command::Sample(args) => sample::run(args),
+        Command::Fid(args) => fid::run_fid(args),
+        Command::FidStats(args) => fid::run_fid_stats(args),
         Command::Bench(args) => bench::run(args),
     };
     match result {

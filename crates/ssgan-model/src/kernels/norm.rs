@@ -11,9 +11,9 @@ use rayon::prelude::*;
 
 use super::matmul::Float;
 
-/// Computes per-channel sums of x [N, C, H, W] and of its squares, as one tensor [2 * C]:
-/// sums first, then sums of squares, in x's dtype (F32 or F64 on the CPU; other devices and
-/// dtypes use candle's own reductions). Differentiable.
+/// Computes per-channel sums of x [N, C, H, W] and of its squares, as one tensor [2 * C]
+/// with the sums first, in x's dtype. The kernel runs for F32 and F64 on the CPU, and other
+/// devices and dtypes use candle's own reductions. Differentiable.
 pub fn channel_moments(x: &Tensor) -> candle_core::Result<Tensor> {
     if !on_kernels(x) {
         let sums = x.sum((0, 2, 3))?;

@@ -1,5 +1,5 @@
-//! How a stride-1 convolution, optionally over a zero-inserted 2x upsampling of its input,
-//! splits into patch-matrix products.
+//! Plans that split a stride-1 convolution, optionally over a zero-inserted 2x upsampling of
+//! its input, into patch-matrix products.
 //!
 //! Convolving the zero-insertion upsampling of x (x[i, j] at (2i, 2j), zeros elsewhere) with
 //! a k x k kernel touches only the kernel taps that land on nonzero pixels. Each of the four
@@ -9,7 +9,7 @@
 
 use super::im2col::{Patches, Taps};
 
-/// Which convolution a plan computes.
+/// The kind of convolution a plan computes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ConvKind {
     /// conv(x), "same" zero padding.

@@ -18,6 +18,7 @@ use rayon::prelude::*;
 use super::im2col::{col2im, im2col};
 use super::matmul::{Float, MatRef, matmul};
 use super::plan::{ConvKind, ConvPlan, Phase};
+use super::storage::slice;
 
 /// Convolves x [N, C, H, W] with kernel [O, C, k, k] (k odd), stride 1, zero padding k / 2,
 /// and adds `bias` [O] when given, giving [N, O, H, W].
@@ -442,15 +443,6 @@ fn kernel_grad_group<T: Float>(
         }
     }
     sums
-}
-
-fn slice<'a, T>(data: &'a [T], layout: &Layout) -> candle_core::Result<&'a [T]> {
-    match layout.contiguous_offsets() {
-        Some((start, end)) => Ok(&data[start..end]),
-        None => Err(candle_core::Error::msg(
-            "conv2d-im2col needs contiguous inputs",
-        )),
-    }
 }
 
 fn dtype_error(op: &str, a: DType, b: DType) -> candle_core::Error {

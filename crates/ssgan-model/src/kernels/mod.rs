@@ -5,6 +5,7 @@ mod im2col;
 mod matmul;
 mod norm;
 mod plan;
+mod storage;
 
 pub use conv::{conv2d_input_grad, conv2d_kernel_grad, conv2d_same, conv2d_zero_upsampled};
 pub use norm::{channel_moments, normalize_affine};

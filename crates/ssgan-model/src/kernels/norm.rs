@@ -10,6 +10,7 @@ use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Sh
 use rayon::prelude::*;
 
 use super::matmul::Float;
+use super::storage::slice;
 
 /// Computes per-channel sums of x [N, C, H, W] and of its squares, as one tensor [2 * C]
 /// with the sums first, in x's dtype. The kernel runs for F32 and F64 on the CPU, and other
@@ -328,15 +329,6 @@ fn plane_sums<T: Float>(dims: Planes, x: &[T], dy: &[T], stats: &[T]) -> Vec<T> 
         out[n * 2 * dims.c + dims.c + c] = b;
     }
     out
-}
-
-fn slice<'a, T>(data: &'a [T], layout: &Layout) -> candle_core::Result<&'a [T]> {
-    match layout.contiguous_offsets() {
-        Some((start, end)) => Ok(&data[start..end]),
-        None => Err(candle_core::Error::msg(
-            "batch-norm kernels need contiguous inputs",
-        )),
-    }
 }
 
 fn dtype_error(op: &str, dtype: DType) -> candle_core::Error {

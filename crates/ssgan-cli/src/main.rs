@@ -5,8 +5,11 @@ mod bench_allreduce;
 mod bench_fid;
 mod fid;
 mod progress;
+mod run_client;
 mod sample;
+mod services;
 mod train;
+mod train_workers;
 
 use clap::{Parser, Subcommand};
 
@@ -34,6 +37,12 @@ enum Command {
     FidStats(fid::FidStatsArgs),
     /// Measure throughput.
     Bench(bench::BenchArgs),
+    /// Create, inspect, stop, resume and watch runs of a coordinator.
+    Run(run_client::RunArgs),
+    /// Serve the gRPC API, keep the run registry and schedule runs on workers.
+    Coordinator(services::CoordinatorArgs),
+    /// Join a coordinator and train the ranks it assigns.
+    Worker(services::WorkerArgs),
 }
 
 fn main() {
@@ -49,6 +58,9 @@ fn main() {
         Command::Fid(args) => fid::run_fid(args),
         Command::FidStats(args) => fid::run_fid_stats(args),
         Command::Bench(args) => bench::run(args),
+        Command::Run(args) => run_client::run(args),
+        Command::Coordinator(args) => services::run_coordinator(args),
+        Command::Worker(args) => services::run_worker(args),
     };
     match result {
         Ok(code) => std::process::exit(code),

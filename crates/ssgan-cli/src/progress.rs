@@ -49,6 +49,11 @@ impl Progress {
         }
     }
 
+    /// Returns the step count at which the run ends.
+    pub fn target(&self) -> u64 {
+        self.bar.length().unwrap_or(0)
+    }
+
     pub fn finish(&self) {
         self.bar.abandon();
     }

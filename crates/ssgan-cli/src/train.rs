@@ -9,6 +9,7 @@ use clap::Args;
 use ssgan_worker::{Outcome, RunConfig, Trainer};
 
 use crate::progress::Progress;
+use crate::train_workers;
 
 #[derive(Args)]
 pub struct TrainArgs {
@@ -29,6 +30,13 @@ pub struct TrainArgs {
     /// Override one config key, such as --set model.ch=32 (repeatable).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     overrides: Vec<String>,
+    /// Train with N worker processes and a coordinator on this machine, each worker with an
+    /// equal share of the --threads budget. Without it, training runs in this process.
+    #[arg(long, value_name = "N")]
+    workers: Option<u32>,
+    /// Address of the coordinator's gRPC server with --workers (port 0: any free port).
+    #[arg(long, default_value = "127.0.0.1:50051", requires = "workers")]
+    listen: std::net::SocketAddr,
 }
 
 pub fn run(args: TrainArgs) -> Result<i32> {
@@ -38,6 +46,9 @@ pub fn run(args: TrainArgs) -> Result<i32> {
     }
     let config = RunConfig::load(&args.config, &overrides)?;
     let run_id = args.run_id.unwrap_or_else(default_run_id);
+    if let Some(workers) = args.workers {
+        return train_workers::run(launch(config, run_id, workers, args.storage, args.listen)?);
+    }
     let mut trainer = Trainer::open(config, &args.storage, &run_id)?;
     announce(&trainer, &args.storage);
     let stop = install_stop_handler()?;
@@ -48,6 +59,29 @@ pub fn run(args: TrainArgs) -> Result<i32> {
         outcome.with_context(|| format!("run {run_id} failed at step {}", trainer.step()))?;
     report_outcome(&trainer, outcome, &progress);
     Ok(0)
+}
+
+fn launch(
+    config: RunConfig,
+    run_id: String,
+    workers: u32,
+    storage: String,
+    listen: std::net::SocketAddr,
+) -> Result<train_workers::Launch> {
+    anyhow::ensure!(
+        workers >= 1,
+        "invalid --workers 0: expected at least 1 worker process"
+    );
+    ssgan_store::validate_run_id(&run_id)?;
+    let threads_per_worker = (rayon::current_num_threads() / workers as usize).max(1);
+    Ok(train_workers::Launch {
+        config,
+        run_id,
+        workers,
+        storage,
+        listen,
+        threads_per_worker,
+    })
 }
 
 fn announce(trainer: &Trainer, storage: &str) {

@@ -12,17 +12,21 @@ use ssgan_proto::v1::coordinator_message::Message;
 use ssgan_proto::v1::run_ended::Outcome;
 use ssgan_store::RunState;
 
-use crate::shared::{Core, Shared};
 use crate::error::RegistryError;
 use crate::gang::Gang;
 use crate::pool::SessionKey;
 use crate::scheduler::schedule;
+use crate::shared::{Core, Shared};
 
 /// Handles StopRun: a run that trains gets Stop on every rank and becomes STOPPING; a run
 /// that waits for workers or for a restart becomes STOPPED at once.
 pub(crate) async fn stop_run(shared: &mut Shared, run_id: &str) -> Result<(), RegistryError> {
     let state = shared.registry.get(run_id)?.record.state;
-    let Some(gang) = shared.gangs.get(run_id).filter(|_| state == RunState::Running) else {
+    let Some(gang) = shared
+        .gangs
+        .get(run_id)
+        .filter(|_| state == RunState::Running)
+    else {
         shared
             .registry
             .transition(run_id, RunState::Stopped, "", |_| {})
@@ -46,7 +50,12 @@ pub(crate) async fn stop_run(shared: &mut Shared, run_id: &str) -> Result<(), Re
 
 /// Handles a rank's RunEnded: frees the worker and ends the attempt when the outcome is a
 /// failure or when every rank has ended.
-pub(crate) async fn on_run_ended(core: &Core, shared: &mut Shared, key: SessionKey, ended: v1::RunEnded) {
+pub(crate) async fn on_run_ended(
+    core: &Core,
+    shared: &mut Shared,
+    key: SessionKey,
+    ended: v1::RunEnded,
+) {
     shared.pool.release(key, &ended.run_id, ended.attempt);
     let outcome = ended.outcome();
     tracing::debug!(run_id = %ended.run_id, attempt = ended.attempt, ?outcome, step = ended.step, "rank ended");
@@ -103,8 +112,15 @@ pub(crate) async fn on_worker_lost(core: &Core, shared: &mut Shared, key: Sessio
     let Some(task) = worker.task else {
         return;
     };
-    if shared.gangs.member(&task.run_id, task.attempt, key).is_some() {
-        let reason = format!("worker {} (rank {}) lost: {why}", worker.worker_id, task.rank);
+    if shared
+        .gangs
+        .member(&task.run_id, task.attempt, key)
+        .is_some()
+    {
+        let reason = format!(
+            "worker {} (rank {}) lost: {why}",
+            worker.worker_id, task.rank
+        );
         fail_attempt(core, shared, &task.run_id, reason).await;
         schedule(shared).await;
     }

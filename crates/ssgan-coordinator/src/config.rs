@@ -30,7 +30,9 @@ pub(crate) fn with_target_steps(config_toml: &str, steps: u64) -> Result<String,
         .entry("train")
         .or_insert(toml::Value::Table(toml::Table::new()));
     let Some(train) = train.as_table_mut() else {
-        return Err(Status::invalid_argument("config_toml: train is not a table"));
+        return Err(Status::invalid_argument(
+            "config_toml: train is not a table",
+        ));
     };
     train.insert("steps".to_owned(), toml::Value::Integer(value));
     toml::to_string(&table)
@@ -45,9 +47,8 @@ fn parse(config_toml: &str) -> Result<toml::Table, Status> {
 
 /// Reads `train.<key>` as an integer greater than 0.
 fn positive_integer(table: &toml::Table, key: &str) -> Result<u64, Status> {
-    let invalid = |reason: &str| {
-        Status::invalid_argument(format!("config_toml: train.{key} {reason}"))
-    };
+    let invalid =
+        |reason: &str| Status::invalid_argument(format!("config_toml: train.{key} {reason}"));
     let value = table
         .get("train")
         .and_then(|train| train.get(key))
@@ -88,7 +89,10 @@ mod tests {
     #[test]
     fn validate_rejects_missing_batch_size() {
         let status = validate("[train]\nsteps = 3\n", 1).unwrap_err();
-        assert!(status.message().contains("train.batch_size is missing"), "{status}");
+        assert!(
+            status.message().contains("train.batch_size is missing"),
+            "{status}"
+        );
     }
 
     #[test]

@@ -63,10 +63,6 @@ impl Pool {
         self.workers.clear();
     }
 
-    pub fn get(&self, key: SessionKey) -> Option<&Worker> {
-        self.workers.get(&key)
-    }
-
     /// Returns the keys of the idle workers, longest connected first.
     pub fn idle(&self) -> Vec<SessionKey> {
         self.workers

@@ -116,7 +116,8 @@ impl Registry {
     pub async fn insert(&mut self, record: RunRecord) -> Result<(), RegistryError> {
         self.store.write_run(&record).await?;
         log_transition(&record, record.state, "created");
-        self.runs.insert(record.run_id.clone(), RunEntry::new(record));
+        self.runs
+            .insert(record.run_id.clone(), RunEntry::new(record));
         Ok(())
     }
 
@@ -159,7 +160,8 @@ impl Registry {
             attempt: record.attempts,
             message: message.to_owned(),
         };
-        self.get(run_id)?.publish(v1::run_event::Event::State(change));
+        self.get(run_id)?
+            .publish(v1::run_event::Event::State(change));
         Ok(&self.get(run_id)?.record)
     }
 
@@ -186,7 +188,7 @@ impl Registry {
         if entry.history.len() == HISTORY_STEPS {
             entry.history.pop_front();
         }
-        entry.history.push_back(metrics.clone());
+        entry.history.push_back(metrics);
         entry.publish(v1::run_event::Event::Step(metrics));
     }
 

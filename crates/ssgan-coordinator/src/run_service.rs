@@ -7,10 +7,10 @@ use tonic::{Request, Response, Status};
 use crate::attempt::stop_run;
 use crate::config;
 use crate::convert::run_to_proto;
-use crate::shared::{Core, Shared};
 use crate::error::{RegistryError, store_status};
 use crate::registry::{Registry, now_unix_ms};
 use crate::scheduler::schedule;
+use crate::shared::{Core, Shared};
 use crate::watch::{WatchStream, watch_run};
 
 pub(crate) struct RunService {
@@ -34,7 +34,10 @@ impl v1::run_service_server::RunService for RunService {
         Ok(Response::new(run))
     }
 
-    async fn get_run(&self, request: Request<v1::GetRunRequest>) -> Result<Response<v1::Run>, Status> {
+    async fn get_run(
+        &self,
+        request: Request<v1::GetRunRequest>,
+    ) -> Result<Response<v1::Run>, Status> {
         let shared = self.core.lock().await;
         Ok(Response::new(run_view(&shared, &request.get_ref().run_id)?))
     }
@@ -45,15 +48,19 @@ impl v1::run_service_server::RunService for RunService {
     ) -> Result<Response<v1::ListRunsResponse>, Status> {
         let shared = self.core.lock().await;
         let mut records: Vec<&RunRecord> = shared.registry.records().collect();
-        records.sort_by(|a, b| {
-            (b.created_unix_ms, &b.run_id).cmp(&(a.created_unix_ms, &a.run_id))
-        });
+        records.sort_by(|a, b| (b.created_unix_ms, &b.run_id).cmp(&(a.created_unix_ms, &a.run_id)));
         let store = shared.registry.store();
-        let runs = records.iter().map(|record| run_to_proto(record, store)).collect();
+        let runs = records
+            .iter()
+            .map(|record| run_to_proto(record, store))
+            .collect();
         Ok(Response::new(v1::ListRunsResponse { runs }))
     }
 
-    async fn stop_run(&self, request: Request<v1::StopRunRequest>) -> Result<Response<v1::Run>, Status> {
+    async fn stop_run(
+        &self,
+        request: Request<v1::StopRunRequest>,
+    ) -> Result<Response<v1::Run>, Status> {
         let run_id = &request.get_ref().run_id;
         let mut shared = self.core.lock().await;
         stop_run(&mut shared, run_id).await?;
@@ -115,11 +122,14 @@ fn new_record(registry: &Registry, request: v1::CreateRunRequest) -> Result<RunR
     } else {
         request.run_id
     };
-    validate_run_id(&run_id).map_err(|error| Status::invalid_argument(format!("run_id: {error}")))?;
+    validate_run_id(&run_id)
+        .map_err(|error| Status::invalid_argument(format!("run_id: {error}")))?;
     let world_size = request.workers.max(1);
     let target_steps = config::validate(&request.config_toml, world_size)?;
     if registry.contains(&run_id) {
-        return Err(Status::already_exists(format!("run_id: run {run_id:?} already exists")));
+        return Err(Status::already_exists(format!(
+            "run_id: run {run_id:?} already exists"
+        )));
     }
     let now = now_unix_ms();
     Ok(RunRecord {
@@ -151,7 +161,9 @@ fn generate_run_id(registry: &Registry) -> String {
 /// requested target steps.
 async fn resume_run(shared: &mut Shared, request: &v1::ResumeRunRequest) -> Result<(), Status> {
     let run_id = &request.run_id;
-    shared.registry.check_transition(run_id, RunState::Pending)?;
+    shared
+        .registry
+        .check_transition(run_id, RunState::Pending)?;
     let resume_step = checked_resume_step(&shared.registry, run_id, request.step).await?;
     let record = &shared.registry.get(run_id)?.record;
     let start_step = resume_step.or(record.latest_step).unwrap_or(0);
@@ -182,7 +194,11 @@ async fn checked_resume_step(
     let Some(step) = step else {
         return Ok(None);
     };
-    let committed = registry.store().committed_steps(run_id).await.map_err(store_status)?;
+    let committed = registry
+        .store()
+        .committed_steps(run_id)
+        .await
+        .map_err(store_status)?;
     if committed.contains(&step) {
         return Ok(Some(step));
     }

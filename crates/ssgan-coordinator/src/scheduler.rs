@@ -5,10 +5,10 @@ use ssgan_proto::v1::coordinator_message::Message;
 use ssgan_store::{RunRecord, RunState};
 
 use crate::convert::world_size;
-use crate::shared::Shared;
 use crate::error::RegistryError;
 use crate::gang::Gang;
 use crate::pool::{SessionKey, Task};
+use crate::shared::Shared;
 
 /// Starts every PENDING run for which enough workers are idle, oldest run first.
 ///

@@ -14,9 +14,9 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::Server;
 use tonic::transport::server::Router;
 
-use crate::shared::Core;
 use crate::registry::Registry;
 use crate::run_service::RunService;
+use crate::shared::Core;
 use crate::worker_service::WorkerService;
 use crate::{CoordinatorError, CoordinatorOptions};
 
@@ -48,7 +48,10 @@ impl Coordinator {
         let listener = bind(options.listen).await?;
         let local_addr = listener
             .local_addr()
-            .map_err(|source| CoordinatorError::Bind { addr: options.listen, source })?;
+            .map_err(|source| CoordinatorError::Bind {
+                addr: options.listen,
+                source,
+            })?;
 
         let (shutdown, shutdown_signal) = watch::channel(false);
         let core = Core::new(registry, options, shutdown_signal.clone());
@@ -58,7 +61,12 @@ impl Coordinator {
             router.serve_with_incoming_shutdown(incoming, wait_for_shutdown(shutdown_signal)),
         );
         tracing::debug!(%local_addr, "coordinator listening");
-        Ok(Self { local_addr, core, shutdown, server })
+        Ok(Self {
+            local_addr,
+            core,
+            shutdown,
+            server,
+        })
     }
 
     /// Runs a coordinator until `signal` completes, then shuts it down.
@@ -107,9 +115,7 @@ async fn bind(addr: SocketAddr) -> Result<TcpListener, CoordinatorError> {
 
 async fn router(core: &Core) -> Result<Router, CoordinatorError> {
     let (health, health_service) = tonic_health::server::health_reporter();
-    health
-        .set_serving::<RunServiceServer<RunService>>()
-        .await;
+    health.set_serving::<RunServiceServer<RunService>>().await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(ssgan_proto::FILE_DESCRIPTOR_SET)
         .build_v1()?;

@@ -21,7 +21,10 @@ pub(crate) fn is_legal(from: RunState, to: RunState) -> bool {
     matches!(
         (from, to),
         (Pending, Running | Stopped)
-            | (Running, Succeeded | Failed | Stopping | Stopped | Recovering)
+            | (
+                Running,
+                Succeeded | Failed | Stopping | Stopped | Recovering
+            )
             | (Stopping, Stopped | Succeeded | Failed)
             | (Recovering, Pending | Failed | Stopped)
             | (Stopped | Failed, Pending)

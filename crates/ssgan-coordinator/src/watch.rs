@@ -10,8 +10,8 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
 
 use crate::convert::state_to_proto;
-use crate::shared::Core;
 use crate::registry::RunEntry;
+use crate::shared::Core;
 
 pub(crate) type WatchStream = Pin<Box<dyn Stream<Item = Result<v1::RunEvent, Status>> + Send>>;
 
@@ -20,7 +20,10 @@ const WATCH_QUEUE: usize = 64;
 
 /// Opens a watch: the held step metrics from `from_step` on and the current state first, then
 /// every new event until the run reaches a final state.
-pub(crate) async fn watch_run(core: &Core, request: &v1::WatchRunRequest) -> Result<WatchStream, Status> {
+pub(crate) async fn watch_run(
+    core: &Core,
+    request: &v1::WatchRunRequest,
+) -> Result<WatchStream, Status> {
     let shared = core.lock().await;
     let entry = shared.registry.get(&request.run_id)?;
     // Subscribing and taking the replay under one lock, so no event is lost or repeated.
@@ -38,7 +41,7 @@ fn replay(entry: &RunEntry, from_step: u64) -> Vec<v1::RunEvent> {
         .history
         .iter()
         .filter(|metrics| metrics.step >= from_step)
-        .map(|metrics| Event::Step(metrics.clone()));
+        .map(|metrics| Event::Step(*metrics));
     let state = Event::State(v1::StateChange {
         state: state_to_proto(entry.record.state).into(),
         attempt: entry.record.attempts,
@@ -69,8 +72,11 @@ async fn forward(
             received = events.recv() => received,
         };
         match received {
-            Ok(event) if !send(&sender, event).await => return,
-            Ok(_) => {}
+            Ok(event) => {
+                if !send(&sender, event).await {
+                    return;
+                }
+            }
             Err(broadcast::error::RecvError::Lagged(skipped)) => {
                 tracing::debug!(skipped, "slow watcher skipped run events");
             }
@@ -91,5 +97,10 @@ fn ends_watch(event: &v1::RunEvent) -> bool {
         return false;
     };
     let state = change.state();
-    [v1::RunState::Succeeded, v1::RunState::Failed, v1::RunState::Stopped].contains(&state)
+    [
+        v1::RunState::Succeeded,
+        v1::RunState::Failed,
+        v1::RunState::Stopped,
+    ]
+    .contains(&state)
 }

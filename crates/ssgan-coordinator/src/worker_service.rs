@@ -11,12 +11,11 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::UnboundedReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::VERSION;
 use crate::attempt::{on_run_ended, on_worker_lost};
-use crate::shared::{Core, Shared};
 use crate::pool::SessionKey;
 use crate::scheduler::schedule;
-use crate::VERSION;
-
+use crate::shared::{Core, Shared};
 
 pub(crate) struct WorkerService {
     core: Core,
@@ -49,7 +48,9 @@ impl v1::worker_service_server::WorkerService for WorkerService {
         let _ = outbox.send(Ok(message(Outgoing::Welcome(welcome))));
         let key = add_worker(&self.core, join, outbox).await?;
         tokio::spawn(serve_session(self.core.clone(), key, inbound));
-        Ok(Response::new(Box::pin(UnboundedReceiverStream::new(outgoing))))
+        Ok(Response::new(Box::pin(UnboundedReceiverStream::new(
+            outgoing,
+        ))))
     }
 }
 
@@ -88,7 +89,11 @@ fn check_version(join: &v1::Join) -> Result<(), Status> {
     )))
 }
 
-async fn add_worker(core: &Core, join: v1::Join, outbox: crate::pool::Outbox) -> Result<SessionKey, Status> {
+async fn add_worker(
+    core: &Core,
+    join: v1::Join,
+    outbox: crate::pool::Outbox,
+) -> Result<SessionKey, Status> {
     let mut shared = core.lock().await;
     if shared.closing {
         return Err(Status::unavailable("the coordinator is shutting down"));
@@ -154,12 +159,18 @@ fn on_ring_address(shared: &mut Shared, key: SessionKey, report: v1::RingAddress
     };
     tracing::debug!(run_id = %report.run_id, attempt = report.attempt, "sending rendezvous");
     for member in gang.members.clone() {
-        shared.pool.send(member, Outgoing::Rendezvous(rendezvous.clone()));
+        shared
+            .pool
+            .send(member, Outgoing::Rendezvous(rendezvous.clone()));
     }
 }
 
 fn on_step(shared: &mut Shared, key: SessionKey, report: v1::StepMetricsReport) {
-    if shared.gangs.member(&report.run_id, report.attempt, key).is_none() {
+    if shared
+        .gangs
+        .member(&report.run_id, report.attempt, key)
+        .is_none()
+    {
         return;
     }
     if let Some(metrics) = report.metrics {
@@ -169,11 +180,18 @@ fn on_step(shared: &mut Shared, key: SessionKey, report: v1::StepMetricsReport) 
 }
 
 async fn on_checkpoint(shared: &mut Shared, key: SessionKey, report: v1::CheckpointReport) {
-    if shared.gangs.member(&report.run_id, report.attempt, key).is_none() {
+    if shared
+        .gangs
+        .member(&report.run_id, report.attempt, key)
+        .is_none()
+    {
         return;
     }
     let url = if report.url.is_empty() {
-        shared.registry.store().checkpoint_url(&report.run_id, report.step)
+        shared
+            .registry
+            .store()
+            .checkpoint_url(&report.run_id, report.step)
     } else {
         report.url
     };

@@ -55,7 +55,10 @@ async fn run_succeeds_on_two_workers() {
     let coordinator = start(storage.path()).await;
     let mut client = run_client(&coordinator).await;
     create_run(&mut client, "r1", 2).await;
-    assert_eq!(get_run(&mut client, "r1").await.state(), v1::RunState::Pending);
+    assert_eq!(
+        get_run(&mut client, "r1").await.state(),
+        v1::RunState::Pending
+    );
 
     let mut rank0 = FakeWorker::join(&coordinator, "w0").await;
     let mut rank1 = FakeWorker::join(&coordinator, "w1").await;
@@ -116,20 +119,30 @@ async fn run_succeeds_on_two_workers() {
         panic!("expected a checkpoint event");
     };
     assert_eq!(committed.step, 4);
-    assert!(committed.url.ends_with("runs/r1/checkpoints/0000000004"), "{}", committed.url);
+    assert!(
+        committed.url.ends_with("runs/r1/checkpoints/0000000004"),
+        "{}",
+        committed.url
+    );
     let run = get_run(&mut client, "r1").await;
     assert_eq!(run.latest_checkpoint_step, Some(4));
     assert_eq!(run.latest_checkpoint_url, committed.url);
 
     rank0.send_ended(&assignment0, Outcome::Finished).await;
-    assert_eq!(get_run(&mut client, "r1").await.state(), v1::RunState::Running);
+    assert_eq!(
+        get_run(&mut client, "r1").await.state(),
+        v1::RunState::Running
+    );
     rank1.send_ended(&assignment1, Outcome::Finished).await;
     let Event::State(last) = next_event(&mut events).await else {
         panic!("expected a state event");
     };
     assert_eq!(last.state(), v1::RunState::Succeeded);
     let after_end = tokio::time::timeout(WAIT, events.message()).await.unwrap();
-    assert!(after_end.unwrap().is_none(), "watch went on after SUCCEEDED");
+    assert!(
+        after_end.unwrap().is_none(),
+        "watch went on after SUCCEEDED"
+    );
 
     let record = Store::open(storage.path().to_str().unwrap())
         .unwrap()
@@ -156,7 +169,10 @@ async fn watch_replays_steps_from_from_step() {
     }
     let deadline = tokio::time::Instant::now() + WAIT;
     while get_run(&mut client, "r1").await.step < 3 {
-        assert!(tokio::time::Instant::now() < deadline, "step 3 never arrived");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "step 3 never arrived"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
 

@@ -60,7 +60,11 @@ async fn lost_worker_restarts_run_as_attempt_2() {
     expect_abort(&mut rank0, 1).await;
     let recovering = wait_for_event(&mut events, v1::RunState::Recovering).await;
     assert_eq!(recovering.attempt, 1);
-    assert!(recovering.message.contains("lost"), "{}", recovering.message);
+    assert!(
+        recovering.message.contains("lost"),
+        "{}",
+        recovering.message
+    );
     wait_for_event(&mut events, v1::RunState::Pending).await;
 
     // Rank 0 is busy until it confirms the abort, so the run waits for it.
@@ -89,8 +93,15 @@ async fn silent_worker_is_lost_after_timeout() {
 
     expect_abort(&mut rank0, 1).await;
     let recovering = wait_for_event(&mut events, v1::RunState::Recovering).await;
-    assert!(recovering.message.contains("heartbeat"), "{}", recovering.message);
-    assert!(rank1.stream_ends().await, "the silent worker's stream stayed open");
+    assert!(
+        recovering.message.contains("heartbeat"),
+        "{}",
+        recovering.message
+    );
+    assert!(
+        rank1.stream_ends().await,
+        "the silent worker's stream stayed open"
+    );
     coordinator.shutdown().await.unwrap();
 }
 
@@ -118,7 +129,11 @@ async fn failed_rank_fails_run_after_restart_limit() {
     let failed = wait_for_state(&mut client, "r1", v1::RunState::Failed).await;
     assert_eq!(failed.attempt, 3);
     assert!(failed.message.contains("loss is NaN"), "{}", failed.message);
-    assert!(failed.message.contains("restart limit"), "{}", failed.message);
+    assert!(
+        failed.message.contains("restart limit"),
+        "{}",
+        failed.message
+    );
     coordinator.shutdown().await.unwrap();
 }
 
@@ -138,7 +153,10 @@ async fn restarted_coordinator_reschedules_runs() {
     };
     client.stop_run(stop).await.unwrap();
     coordinator.shutdown().await.unwrap();
-    assert!(first.stream_ends().await, "worker session outlived the coordinator");
+    assert!(
+        first.stream_ends().await,
+        "worker session outlived the coordinator"
+    );
 
     let record = Store::open(storage.path().to_str().unwrap())
         .unwrap()
@@ -146,11 +164,19 @@ async fn restarted_coordinator_reschedules_runs() {
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(record.state, RunState::Running, "shutdown changed the run state");
+    assert_eq!(
+        record.state,
+        RunState::Running,
+        "shutdown changed the run state"
+    );
 
     let coordinator = start(storage.path()).await;
     let mut client = run_client(&coordinator).await;
-    let listed = client.list_runs(v1::ListRunsRequest {}).await.unwrap().into_inner();
+    let listed = client
+        .list_runs(v1::ListRunsRequest {})
+        .await
+        .unwrap()
+        .into_inner();
     let mut ids: Vec<&str> = listed.runs.iter().map(|run| run.run_id.as_str()).collect();
     ids.sort();
     assert_eq!(ids, ["running", "stopping"]);

@@ -39,8 +39,16 @@ async fn unknown_run_is_not_found() {
     let mut client = run_client(&coordinator).await;
     let run_id = "missing".to_owned();
 
-    let get = client.get_run(v1::GetRunRequest { run_id: run_id.clone() }).await;
-    let stop = client.stop_run(v1::StopRunRequest { run_id: run_id.clone() }).await;
+    let get = client
+        .get_run(v1::GetRunRequest {
+            run_id: run_id.clone(),
+        })
+        .await;
+    let stop = client
+        .stop_run(v1::StopRunRequest {
+            run_id: run_id.clone(),
+        })
+        .await;
     let resume = v1::ResumeRunRequest {
         run_id: run_id.clone(),
         step: None,
@@ -48,7 +56,10 @@ async fn unknown_run_is_not_found() {
     };
     let resume = client.resume_run(resume).await;
     let watch = client
-        .watch_run(v1::WatchRunRequest { run_id, from_step: 0 })
+        .watch_run(v1::WatchRunRequest {
+            run_id,
+            from_step: 0,
+        })
         .await;
     for (name, status) in [
         ("GetRun", get.unwrap_err()),
@@ -71,8 +82,18 @@ async fn invalid_create_names_the_field() {
     let cases = [
         ("bad/id", CONFIG, 1, "run_id:"),
         ("r1", "[train", 1, "config_toml:"),
-        ("r1", "[train]\nsteps = 0\nbatch_size = 8\n", 1, "config_toml: train.steps"),
-        ("r1", "[train]\nsteps = 5\n", 1, "config_toml: train.batch_size"),
+        (
+            "r1",
+            "[train]\nsteps = 0\nbatch_size = 8\n",
+            1,
+            "config_toml: train.steps",
+        ),
+        (
+            "r1",
+            "[train]\nsteps = 5\n",
+            1,
+            "config_toml: train.batch_size",
+        ),
         ("r1", CONFIG, 3, "workers:"),
     ];
     for (run_id, config, workers, field) in cases {
@@ -112,9 +133,17 @@ async fn create_with_request_id_is_idempotent() {
     let mut client = run_client(&coordinator).await;
     let mut request = create_request("", 1);
     request.request_id = "key-1".to_owned();
-    let first = client.create_run(request.clone()).await.unwrap().into_inner();
+    let first = client
+        .create_run(request.clone())
+        .await
+        .unwrap()
+        .into_inner();
     assert!(first.run_id.starts_with("run-"), "{}", first.run_id);
-    let second = client.create_run(request.clone()).await.unwrap().into_inner();
+    let second = client
+        .create_run(request.clone())
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(second.run_id, first.run_id);
     coordinator.shutdown().await.unwrap();
 
@@ -128,7 +157,11 @@ async fn create_with_request_id_is_idempotent() {
     coordinator.shutdown().await.unwrap();
 }
 
-async fn resume(client: &mut RunClient, step: Option<u64>, target: Option<u64>) -> tonic::Result<v1::Run> {
+async fn resume(
+    client: &mut RunClient,
+    step: Option<u64>,
+    target: Option<u64>,
+) -> tonic::Result<v1::Run> {
     let request = v1::ResumeRunRequest {
         run_id: "r1".to_owned(),
         step,
@@ -167,8 +200,16 @@ async fn resume_from_committed_checkpoint() {
         name: "trainer.json".to_owned(),
         bytes: Bytes::from_static(b"{}"),
     }];
-    store(storage.path()).commit_checkpoint("r1", 5, files).await.unwrap();
-    client.stop_run(v1::StopRunRequest { run_id: "r1".to_owned() }).await.unwrap();
+    store(storage.path())
+        .commit_checkpoint("r1", 5, files)
+        .await
+        .unwrap();
+    client
+        .stop_run(v1::StopRunRequest {
+            run_id: "r1".to_owned(),
+        })
+        .await
+        .unwrap();
     worker.next().await;
     worker.send_ended(&first, Outcome::Stopped).await;
     wait_for_state(&mut client, "r1", v1::RunState::Stopped).await;
@@ -186,7 +227,11 @@ async fn resume_from_committed_checkpoint() {
     let second = worker.next_assignment().await;
     assert_eq!(second.attempt, 2);
     assert_eq!(second.resume_step, Some(5));
-    assert!(second.config_toml.contains("steps = 20"), "{}", second.config_toml);
+    assert!(
+        second.config_toml.contains("steps = 20"),
+        "{}",
+        second.config_toml
+    );
     let run = get_run(&mut client, "r1").await;
     assert_eq!(run.target_steps, 20);
     assert_eq!(run.state(), v1::RunState::Running);
@@ -220,7 +265,12 @@ async fn health_reports_run_service_serving() {
     let storage = tempfile::tempdir().unwrap();
     let coordinator = start(storage.path()).await;
     let url = format!("http://{}", coordinator.local_addr());
-    let mut health = HealthClient::connect(url).await.unwrap();
+    let channel = tonic::transport::Endpoint::from_shared(url)
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut health = HealthClient::new(channel);
     let request = HealthCheckRequest {
         service: "ssgan.v1.RunService".to_owned(),
     };

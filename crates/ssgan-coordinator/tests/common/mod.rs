@@ -26,10 +26,8 @@ pub type RunClient = RunServiceClient<Channel>;
 pub const CONFIG: &str = "[train]\nsteps = 10\nbatch_size = 8\n";
 
 pub fn options(storage: &Path) -> CoordinatorOptions {
-    let mut options = CoordinatorOptions::new(
-        "127.0.0.1:0".parse().unwrap(),
-        storage.to_str().unwrap(),
-    );
+    let mut options =
+        CoordinatorOptions::new("127.0.0.1:0".parse().unwrap(), storage.to_str().unwrap());
     options.heartbeat_interval = Duration::from_millis(50);
     options.heartbeat_timeout = Duration::from_millis(600);
     options.restart_limit = 2;
@@ -199,7 +197,13 @@ async fn send_heartbeats(outbox: mpsc::Sender<v1::WorkerMessage>) {
 pub async fn open_session(
     coordinator: &Coordinator,
     first: Outgoing,
-) -> Result<(mpsc::Sender<v1::WorkerMessage>, Streaming<v1::CoordinatorMessage>), Status> {
+) -> Result<
+    (
+        mpsc::Sender<v1::WorkerMessage>,
+        Streaming<v1::CoordinatorMessage>,
+    ),
+    Status,
+> {
     let url = format!("http://{}", coordinator.local_addr());
     let mut client = WorkerServiceClient::connect(url).await.unwrap();
     let (outbox, requests) = mpsc::channel(16);

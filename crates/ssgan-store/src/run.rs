@@ -47,7 +47,7 @@ pub struct RunRecord {
     /// Idempotency key of the CreateRun request that created the run.
     #[serde(default)]
     pub request_id: Option<String>,
-    /// Why the run failed, is recovering or stopped without a checkpoint; empty otherwise.
+    /// Reason the run failed or is recovering; empty in other states.
     #[serde(default)]
     pub message: String,
     /// Metrics of the last step that rank 0 reported.

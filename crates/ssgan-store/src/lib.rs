@@ -36,6 +36,6 @@ pub use checkpoint::LoadedCheckpoint;
 pub use error::StoreError;
 pub use layout::validate_run_id;
 pub use manifest::{CheckpointFile, MANIFEST_FORMAT, Manifest, ManifestEntry};
-pub use run::{RunRecord, RunState};
+pub use run::{RunRecord, RunState, StepMetrics};
 pub use store::Store;
 pub use url::parse_checkpoint_url;

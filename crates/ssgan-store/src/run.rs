@@ -7,9 +7,10 @@ use crate::layout::validate_run_id;
 use crate::{Store, StoreError};
 
 /// State of a training run as stored in its `run.json`.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum RunState {
+    #[default]
     Pending,
     Running,
     Stopping,
@@ -20,7 +21,9 @@ pub enum RunState {
 }
 
 /// Contents of `runs/<run_id>/run.json`.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+///
+/// Fields added after the first version carry `#[serde(default)]`, so older records still read.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 pub struct RunRecord {
     pub run_id: String,
     pub state: RunState,
@@ -28,13 +31,51 @@ pub struct RunRecord {
     pub config_toml: String,
     /// Number of times the run has been started, counting the first start.
     pub attempts: u32,
+    /// Step of the latest committed checkpoint.
     pub latest_step: Option<u64>,
+    /// Step of the checkpoint with the best FID.
     pub best_step: Option<u64>,
     pub target_steps: u64,
     /// Milliseconds since the Unix epoch.
     pub created_unix_ms: u64,
     /// Milliseconds since the Unix epoch.
     pub updated_unix_ms: u64,
+    /// Number of worker processes. Records written before this field existed read as 0,
+    /// which means 1.
+    #[serde(default)]
+    pub world_size: u32,
+    /// Idempotency key of the CreateRun request that created the run.
+    #[serde(default)]
+    pub request_id: Option<String>,
+    /// Reason the run failed or is recovering; empty in other states.
+    #[serde(default)]
+    pub message: String,
+    /// Metrics of the last step that rank 0 reported.
+    #[serde(default)]
+    pub last_step: Option<StepMetrics>,
+    /// Committed checkpoint step that the next attempt starts from. `None`: the latest
+    /// committed one.
+    #[serde(default)]
+    pub resume_step: Option<u64>,
+    /// Restarts after a lost worker or a failed attempt since the run was created or last
+    /// resumed, which the coordinator's restart limit bounds.
+    #[serde(default)]
+    pub restarts: u32,
+}
+
+/// Metrics of one generator step, as reported by rank 0.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+pub struct StepMetrics {
+    /// Generator steps completed, this one included.
+    pub step: u64,
+    pub loss_d: f64,
+    pub loss_g: f64,
+    pub rotation_loss_d: f64,
+    /// Fraction of rotated real images whose rotation the discriminator predicts.
+    pub rotation_accuracy: f64,
+    pub rotation_loss_g: f64,
+    pub step_seconds: f64,
+    pub images_per_second: f64,
 }
 
 impl Store {
@@ -139,6 +180,18 @@ mod tests {
     }
 
     #[test]
+    fn run_record_without_newer_fields_reads() {
+        let json = br#"{"run_id":"a","state":"RUNNING","config_toml":"","attempts":2,
+            "latest_step":null,"best_step":null,"target_steps":5,
+            "created_unix_ms":1,"updated_unix_ms":2}"#;
+        let record = parse_run_record(json, "a", "u").unwrap();
+        assert_eq!(record.attempts, 2);
+        assert_eq!(record.world_size, 0);
+        assert_eq!(record.request_id, None);
+        assert_eq!(record.last_step, None);
+    }
+
+    #[test]
     fn parse_run_record_rejects_other_run() {
         let record = RunRecord {
             run_id: "a".to_owned(),
@@ -150,6 +203,7 @@ mod tests {
             target_steps: 1,
             created_unix_ms: 0,
             updated_unix_ms: 0,
+            ..RunRecord::default()
         };
         let json = serde_json::to_vec(&record).unwrap();
         let error = parse_run_record(&json, "b", "u").unwrap_err();

@@ -31,6 +31,7 @@ pub(crate) fn run_record(run_id: &str) -> RunRecord {
         target_steps: 1000,
         created_unix_ms: 1_700_000_000_000,
         updated_unix_ms: 1_700_000_000_000,
+        ..RunRecord::default()
     }
 }
 

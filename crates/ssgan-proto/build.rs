@@ -18,6 +18,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         out_dir.join("ssgan_v1_descriptor.bin"),
         descriptors.encode_to_vec(),
     )?;
-    tonic_prost_build::configure().compile_fds(descriptors)?;
+    // WorkerService has an rpc named Connect, whose client method `connect` would clash with
+    // the generated `Client::connect(endpoint)` constructor. Without the transport helpers,
+    // clients are built with `Client::new(channel)` from a `tonic::transport::Channel`.
+    tonic_prost_build::configure()
+        .build_transport(false)
+        .compile_fds(descriptors)?;
     Ok(())
 }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use candle_core::{DType, Device, Tensor, Var, backprop::GradStore};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use ssgan_collective::{Communicator, all_reduce_mean_in_place};
+use ssgan_collective::{Communicator, all_reduce_mean_bucketed};
 
 use crate::adam::{Adam, AdamConfig};
 use crate::config::{LossConfig, ModelConfig, OptimConfig};
@@ -56,6 +56,9 @@ pub struct GanSettings<'a> {
     pub init_seed: u64,
     pub device: Device,
     pub dtype: DType,
+    /// Maximum bytes of gradients summed by one all-reduce call, at least 4; for example
+    /// `ssgan_collective::DEFAULT_BUCKET_BYTES`. Unused with one rank.
+    pub bucket_bytes: usize,
 }
 
 /// Generator, discriminator and their optimizers, on one rank of a data-parallel group.
@@ -67,6 +70,7 @@ pub struct SsGan {
     g_optimizer: Adam,
     d_optimizer: Adam,
     comm: Arc<dyn Communicator>,
+    bucket_bytes: usize,
     rotated: usize,
     loss: LossConfig,
     z_dim: usize,
@@ -82,6 +86,7 @@ impl SsGan {
         } = settings;
         model.validate()?;
         optim.validate()?;
+        validate_bucket_bytes(settings.bucket_bytes)?;
         let mut rng = ChaCha8Rng::seed_from_u64(settings.init_seed);
         let (mut g_store, mut d_store) = (ParamStore::default(), ParamStore::default());
         let generator = Generator::new(&mut builder(&mut g_store, &mut rng, settings), model)?;
@@ -106,6 +111,7 @@ impl SsGan {
             z_dim: model.z_dim,
             device: settings.device.clone(),
             dtype: settings.dtype,
+            bucket_bytes: settings.bucket_bytes,
             comm,
         })
     }
@@ -237,7 +243,7 @@ impl SsGan {
         if self.comm.world_size() > 1 {
             // Every rank's graph reaches the same parameters, so the present gradients line up.
             let mut present: Vec<Tensor> = found.iter().flatten().cloned().collect();
-            all_reduce_mean_in_place(self.comm.as_ref(), &mut present)?;
+            all_reduce_mean_bucketed(self.comm.as_ref(), &mut present, self.bucket_bytes)?;
             let mut reduced = present.into_iter();
             found
                 .iter_mut()
@@ -317,6 +323,17 @@ pub fn latent(
         .map(|_| rng.random_range(-1.0f32..1.0))
         .collect();
     Ok(Tensor::from_vec(values, (n, z_dim), device)?.to_dtype(dtype)?)
+}
+
+fn validate_bucket_bytes(bytes: usize) -> Result<()> {
+    if bytes >= 4 {
+        return Ok(());
+    }
+    Err(ModelError::InvalidConfig {
+        key: "collective.bucket_bytes",
+        value: bytes.to_string(),
+        expected: "at least 4 (one f32 value)".into(),
+    })
 }
 
 fn builder<'a>(

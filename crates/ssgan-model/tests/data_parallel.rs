@@ -43,6 +43,8 @@ fn build(comm: Arc<dyn Communicator>) -> SsGan {
         init_seed: 21,
         device: Device::Cpu,
         dtype: DType::F32,
+        // Small buckets, so that each gradient all-reduce takes several calls.
+        bucket_bytes: 1000,
     };
     SsGan::new(&settings, comm).expect("model builds")
 }

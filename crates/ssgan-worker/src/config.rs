@@ -1,9 +1,11 @@
 //! The run config: TOML sections of every component, `--set` overrides and validation.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use ssgan_collective::DEFAULT_BUCKET_BYTES;
 use ssgan_model::{LossConfig, ModelConfig, OptimConfig};
 
 use crate::error::{Result, WorkerError};
@@ -26,6 +28,8 @@ pub struct RunConfig {
     pub optim: OptimConfig,
     #[serde(default)]
     pub checkpoint: CheckpointSection,
+    #[serde(default)]
+    pub collective: CollectiveSection,
 }
 
 /// `[run]`: identity and randomness.
@@ -103,12 +107,60 @@ impl Default for CheckpointSection {
     }
 }
 
+/// `[collective]`: communication between the ranks of a distributed run.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CollectiveSection {
+    /// Maximum bytes of gradients summed by one all-reduce call (f32 values, 4 bytes each).
+    pub bucket_bytes: usize,
+    /// Generator steps between checks that all ranks hold bit-identical parameters; 0 turns
+    /// the check off.
+    pub checksum_every: u64,
+    /// Maximum seconds one collective call, or joining the ring, may take before it fails.
+    pub timeout_seconds: u64,
+}
+
+impl Default for CollectiveSection {
+    fn default() -> Self {
+        Self {
+            bucket_bytes: DEFAULT_BUCKET_BYTES,
+            checksum_every: 100,
+            timeout_seconds: 60,
+        }
+    }
+}
+
+impl CollectiveSection {
+    /// Returns the maximum duration of one collective call.
+    pub fn timeout(&self) -> Duration {
+        Duration::from_secs(self.timeout_seconds)
+    }
+
+    fn validate(&self) -> Result<()> {
+        check(
+            self.bucket_bytes >= 4,
+            "collective.bucket_bytes",
+            self.bucket_bytes,
+            "at least 4 (one f32 value)",
+        )?;
+        check(
+            self.timeout_seconds >= 1,
+            "collective.timeout_seconds",
+            self.timeout_seconds,
+            "at least 1",
+        )
+    }
+}
+
 /// Keys that may change when a run is resumed; every other key must match its checkpoint.
-pub const RESUMABLE_KEYS: [&str; 4] = [
+pub const RESUMABLE_KEYS: [&str; 7] = [
     "train.steps",
     "checkpoint.every",
     "checkpoint.keep",
     "data.path",
+    "collective.bucket_bytes",
+    "collective.checksum_every",
+    "collective.timeout_seconds",
 ];
 
 impl RunConfig {
@@ -180,6 +232,7 @@ impl RunConfig {
             self.checkpoint.keep,
             "at least 1",
         )?;
+        self.collective.validate()?;
         if self.data.kind != DataKind::Cifar10 {
             return Err(WorkerError::InvalidValue {
                 key: "data.kind",

@@ -48,6 +48,16 @@ pub enum WorkerError {
     /// A checkpoint's trainer state is unreadable.
     #[error("checkpoint {url} is unusable: {reason}")]
     BadCheckpoint { url: String, reason: String },
+    /// The ranks of a distributed run no longer hold the same parameters.
+    #[error(
+        "replicas of run {run_id} diverged at step {step}: {source}. The ranks applied \
+         different updates; resume the run from its latest checkpoint"
+    )]
+    Diverged {
+        run_id: String,
+        step: u64,
+        source: ssgan_collective::CollectiveError,
+    },
     /// Encoding the sample grid failed.
     #[error("cannot encode the sample grid: {0}")]
     Image(String),

@@ -4,18 +4,22 @@
 //! Error policy: every fallible function returns [`WorkerError`]; errors caught and not
 //! returned (a failed final run-record write) are logged with the run id, rank and step.
 
+pub mod agent;
 pub mod bench;
 pub mod bench_conv;
 pub mod config;
+pub mod control;
 mod error;
 pub mod grid;
 pub mod rng;
 pub mod sample;
 pub mod step;
+pub mod threads;
 pub mod trainer;
 mod uploader;
 
 pub use config::RunConfig;
+pub use control::{RankOptions, RankOutcome, RunControl, TrainObserver};
 pub use error::{Result, WorkerError};
 pub use step::{StepReport, Stepper};
 pub use trainer::{Outcome, Trainer};

@@ -117,6 +117,7 @@ pub fn build_gan(config: &RunConfig, comm: Arc<dyn Communicator>) -> Result<SsGa
         init_seed: config.run.seed,
         device: Device::Cpu,
         dtype: DType::F32,
+        bucket_bytes: config.collective.bucket_bytes,
     };
     Ok(SsGan::new(&settings, comm)?)
 }

@@ -47,6 +47,15 @@ impl Uploader {
         Ok(finished)
     }
 
+    /// Returns the step of the upload in flight if it has ended, and its error if it failed;
+    /// returns None without waiting while it runs.
+    pub fn poll(&mut self) -> Result<Option<u64>> {
+        match &self.in_flight {
+            Some((_, task)) if task.is_finished() => self.wait(),
+            _ => Ok(None),
+        }
+    }
+
     /// Waits for the upload in flight, if any, and returns its step once committed.
     pub fn wait(&mut self) -> Result<Option<u64>> {
         let Some((step, task)) = self.in_flight.take() else {

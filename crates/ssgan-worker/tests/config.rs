@@ -121,3 +121,42 @@ fn incompatible_keys_ignore_resumable_ones() {
     );
     assert!(a.incompatible_keys(&a).is_empty());
 }
+
+#[test]
+fn collective_section_has_defaults() {
+    let config = load(&[]).unwrap();
+    let collective = &config.collective;
+    assert_eq!(
+        collective.bucket_bytes,
+        ssgan_collective::DEFAULT_BUCKET_BYTES
+    );
+    assert_eq!(collective.checksum_every, 100);
+    assert_eq!(collective.timeout_seconds, 60);
+}
+
+#[test]
+fn collective_keys_are_resumable() {
+    let a = load(&[]).unwrap();
+    let b = load(&[
+        "collective.bucket_bytes=4096",
+        "collective.checksum_every=0",
+        "collective.timeout_seconds=5",
+    ])
+    .unwrap();
+    assert_eq!(b.collective.bucket_bytes, 4096);
+    assert!(a.incompatible_keys(&b).is_empty());
+}
+
+#[test]
+fn collective_unknown_key_is_rejected() {
+    let error = load(&["collective.bucket_size=4096"]).unwrap_err();
+    assert!(error.contains("bucket_size"), "{error}");
+}
+
+#[test]
+fn collective_invalid_values_are_rejected() {
+    let error = load(&["collective.bucket_bytes=3"]).unwrap_err();
+    assert!(error.contains("collective.bucket_bytes"), "{error}");
+    let error = load(&["collective.timeout_seconds=0"]).unwrap_err();
+    assert!(error.contains("collective.timeout_seconds"), "{error}");
+}

@@ -42,6 +42,7 @@ pub fn build(model: &ModelConfig, dtype: DType, seed: u64) -> SsGan {
         init_seed: seed,
         device: Device::Cpu,
         dtype,
+        bucket_bytes: ssgan_collective::DEFAULT_BUCKET_BYTES,
     };
     SsGan::new(&settings, single()).expect("model builds")
 }

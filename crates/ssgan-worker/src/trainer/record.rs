@@ -1,0 +1,75 @@
+//! The run record (`run.json`) of a run that this process owns.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use ssgan_store::{BlockingStore, RunRecord, RunState};
+
+use crate::config::RunConfig;
+use crate::error::{Result, WorkerError};
+
+/// Interval between run-record updates while training, so that others can tell it is alive.
+pub(super) const HEARTBEAT: Duration = Duration::from_secs(30);
+/// Age after which a RUNNING record counts as left behind by a process that died.
+const STALE_AFTER: Duration = Duration::from_secs(120);
+
+/// Reads the run's record, or starts a new one, and rejects a run another process trains.
+pub(super) fn open_record(
+    store: &BlockingStore,
+    run_id: &str,
+    config: &RunConfig,
+) -> Result<RunRecord> {
+    match store.read_run(run_id)? {
+        Some(record) => check_not_active(record),
+        None => Ok(new_record(run_id, config)),
+    }
+}
+
+/// Writes `record` with the current config and time.
+pub(super) fn save_record(
+    store: &BlockingStore,
+    record: &mut RunRecord,
+    config: &RunConfig,
+) -> Result<()> {
+    record.target_steps = config.train.steps;
+    record.config_toml = config.to_toml();
+    record.updated_unix_ms = now_ms();
+    Ok(store.write_run(record)?)
+}
+
+/// Rejects a run that another process is training, which is the case when its record is
+/// RUNNING and was updated within [`STALE_AFTER`]. A process that died leaves a RUNNING record
+/// behind, and that record counts as stale once it is older than [`STALE_AFTER`].
+fn check_not_active(record: RunRecord) -> Result<RunRecord> {
+    let age_ms = now_ms().saturating_sub(record.updated_unix_ms);
+    let fresh = age_ms < STALE_AFTER.as_millis() as u64;
+    if record.state == RunState::Running && fresh {
+        return Err(WorkerError::RunActive {
+            run_id: record.run_id,
+            seconds_ago: age_ms / 1000,
+            stale_after: STALE_AFTER.as_secs(),
+        });
+    }
+    Ok(record)
+}
+
+fn new_record(run_id: &str, config: &RunConfig) -> RunRecord {
+    let now = now_ms();
+    RunRecord {
+        run_id: run_id.to_string(),
+        state: RunState::Pending,
+        config_toml: config.to_toml(),
+        attempts: 0,
+        latest_step: None,
+        best_step: None,
+        target_steps: config.train.steps,
+        created_unix_ms: now,
+        updated_unix_ms: now,
+    }
+}
+
+pub(super) fn now_ms() -> u64 {
+    let since_epoch = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    since_epoch.as_millis() as u64
+}

@@ -41,6 +41,9 @@ pub struct AgentOptions {
     pub threads: u32,
     /// Address that ring listeners bind (port 0) and that the other ranks connect to.
     pub ring_host: IpAddr,
+    /// Ends the agent when the coordinator's stream ends instead of reconnecting, for worker
+    /// processes that a coordinator process started and that must not outlive it.
+    pub exit_on_disconnect: bool,
 }
 
 impl AgentOptions {
@@ -51,6 +54,7 @@ impl AgentOptions {
             device: "cpu".into(),
             threads,
             ring_host: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            exit_on_disconnect: false,
         }
     }
 }
@@ -98,6 +102,10 @@ async fn reconnect_loop(
         let session = Session::new(options, &worker_id, stopped.clone());
         match session.run().await? {
             SessionEnd::Shutdown => return Ok(()),
+            SessionEnd::Lost { .. } if options.exit_on_disconnect => {
+                tracing::debug!(worker_id, "the coordinator stream ended, exiting");
+                return Ok(());
+            }
             SessionEnd::Lost { welcomed } if welcomed => backoff = FIRST_BACKOFF,
             SessionEnd::Lost { .. } => {}
         }

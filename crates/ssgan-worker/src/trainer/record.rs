@@ -64,6 +64,8 @@ fn new_record(run_id: &str, config: &RunConfig) -> RunRecord {
         target_steps: config.train.steps,
         created_unix_ms: now,
         updated_unix_ms: now,
+        world_size: 1,
+        ..RunRecord::default()
     }
 }
 

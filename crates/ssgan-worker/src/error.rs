@@ -56,7 +56,7 @@ pub enum WorkerError {
     Diverged {
         run_id: String,
         step: u64,
-        source: ssgan_collective::CollectiveError,
+        source: Box<ssgan_collective::CollectiveError>,
     },
     /// Encoding the sample grid failed.
     #[error("cannot encode the sample grid: {0}")]

@@ -121,8 +121,14 @@ async fn reconnect_loop(
 async fn wait_or_shutdown(stopped: &mut watch::Receiver<bool>, delay: Duration) -> bool {
     tokio::select! {
         _ = tokio::time::sleep(delay) => false,
-        _ = stopped.wait_for(|s| *s) => true,
+        _ = shutdown_signalled(stopped) => true,
     }
+}
+
+/// Completes once the shutdown flag is set, or once its sender is gone.
+pub(crate) async fn shutdown_signalled(stopped: &mut watch::Receiver<bool>) {
+    // The guard that `wait_for` returns is not Send, so it is dropped here at once.
+    let _ = stopped.wait_for(|s| *s).await.is_ok();
 }
 
 fn check_options(options: &AgentOptions) -> Result<(), AgentError> {

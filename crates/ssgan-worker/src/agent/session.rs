@@ -165,7 +165,7 @@ impl<'a> Session<'a> {
         let mut stopped = self.stopped.clone();
         loop {
             tokio::select! {
-                _ = stopped.wait_for(|s| *s) => {
+                _ = super::shutdown_signalled(&mut stopped) => {
                     self.end_job("the worker is shutting down", &mut events).await;
                     return SessionEnd::Shutdown;
                 }

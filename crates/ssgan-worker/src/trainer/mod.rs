@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use candle_core::Tensor;
 use serde::{Deserialize, Serialize};
-use ssgan_collective::{CollectiveError, Communicator, check_parameters_match};
+use ssgan_collective::{CollectiveError, check_parameters_match};
 use ssgan_data::{BatchOrder, CifarDataset, DataPosition, Split};
 use ssgan_store::{BlockingStore, LoadedCheckpoint, RunRecord, RunState};
 
@@ -343,7 +343,7 @@ impl Trainer {
             Err(source @ CollectiveError::Diverged { .. }) => Err(WorkerError::Diverged {
                 run_id: self.run_id.clone(),
                 step: self.step(),
-                source,
+                source: Box::new(source),
             }),
             Err(other) => Err(WorkerError::from(ssgan_model::ModelError::from(other))),
         }

@@ -7,8 +7,8 @@ use clap::{Args, Subcommand};
 use ssgan_proto::v1::run_event::Event;
 use ssgan_proto::v1::run_service_client::RunServiceClient;
 use ssgan_proto::v1::{
-    CreateRunRequest, GetRunRequest, ListRunsRequest, ResumeRunRequest, Run, RunState,
-    StepMetrics, StopRunRequest, WatchRunRequest,
+    CreateRunRequest, GetRunRequest, ListRunsRequest, ResumeRunRequest, Run, RunState, StepMetrics,
+    StopRunRequest, WatchRunRequest,
 };
 use ssgan_worker::RunConfig;
 use tonic::transport::Channel;
@@ -253,7 +253,9 @@ fn print_event(event: Option<Event>) -> Option<RunState> {
 
 /// Unwraps a response, turning a gRPC status into one line with its code and message.
 fn rpc<T>(result: Result<tonic::Response<T>, tonic::Status>) -> Result<T> {
-    result.map(tonic::Response::into_inner).map_err(status_error)
+    result
+        .map(tonic::Response::into_inner)
+        .map_err(status_error)
 }
 
 fn status_error(status: tonic::Status) -> anyhow::Error {

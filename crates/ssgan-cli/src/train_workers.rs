@@ -12,8 +12,8 @@ use ssgan_model::{DiscriminatorMetrics, GeneratorMetrics};
 use ssgan_proto::v1::run_event::Event;
 use ssgan_proto::v1::run_service_client::RunServiceClient;
 use ssgan_proto::v1::{
-    CreateRunRequest, GetRunRequest, ResumeRunRequest, Run, RunState, StepMetrics,
-    StopRunRequest, WatchRunRequest,
+    CreateRunRequest, GetRunRequest, ResumeRunRequest, Run, RunState, StepMetrics, StopRunRequest,
+    WatchRunRequest,
 };
 use ssgan_worker::{RunConfig, StepReport};
 use tonic::transport::Channel;
@@ -98,7 +98,10 @@ async fn stop_workers(children: &mut [Child]) {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         if matches!(child.try_wait(), Ok(None)) {
-            tracing::warn!(pid = child.id(), "worker did not exit after SIGTERM, killing it");
+            tracing::warn!(
+                pid = child.id(),
+                "worker did not exit after SIGTERM, killing it"
+            );
             let _ = child.kill();
             let _ = child.wait();
         }
@@ -130,7 +133,11 @@ async fn drive_run(url: &str, launch: &Launch) -> Result<i32> {
 /// Creates the run, or resumes it when the storage already has a run of that id.
 async fn ensure_run(client: &mut RunServiceClient<Channel>, launch: &Launch) -> Result<Run> {
     let run_id = launch.run_id.clone();
-    let existing = client.get_run(GetRunRequest { run_id: run_id.clone() }).await;
+    let existing = client
+        .get_run(GetRunRequest {
+            run_id: run_id.clone(),
+        })
+        .await;
     let run = match existing {
         Err(status) if status.code() == tonic::Code::NotFound => {
             let request = CreateRunRequest {
@@ -285,7 +292,9 @@ async fn report_end(
         tracing::info!("{summary}");
     }
     let run = client
-        .get_run(GetRunRequest { run_id: run_id.to_string() })
+        .get_run(GetRunRequest {
+            run_id: run_id.to_string(),
+        })
         .await?
         .into_inner();
     if let Some(step) = run.latest_checkpoint_step {
@@ -294,7 +303,10 @@ async fn report_end(
     match state {
         RunState::Succeeded => Ok(0),
         RunState::Stopped => {
-            tracing::info!(run_id, "stopped; run the same command with --run-id {run_id} to resume");
+            tracing::info!(
+                run_id,
+                "stopped; run the same command with --run-id {run_id} to resume"
+            );
             Ok(0)
         }
         other => bail!(

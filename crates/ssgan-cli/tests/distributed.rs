@@ -12,7 +12,9 @@ const STATE_TIMEOUT: Duration = Duration::from_secs(180);
 
 fn ssgan() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_ssgan"));
-    command.env("RUST_LOG", "warn,ssgan=info").current_dir(repo());
+    command
+        .env("RUST_LOG", "warn,ssgan=info")
+        .current_dir(repo());
     command
 }
 
@@ -90,9 +92,18 @@ impl Service {
 
     fn start_coordinator(&mut self) {
         let child = ssgan()
-            .args(["coordinator", "--listen", &format!("127.0.0.1:{}", self.port)])
+            .args([
+                "coordinator",
+                "--listen",
+                &format!("127.0.0.1:{}", self.port),
+            ])
             .args(["--storage", self.storage.to_str().unwrap()])
-            .args(["--heartbeat-seconds", "1", "--heartbeat-timeout-seconds", "5"])
+            .args([
+                "--heartbeat-seconds",
+                "1",
+                "--heartbeat-timeout-seconds",
+                "5",
+            ])
             .stdout(Stdio::null())
             .spawn()
             .expect("coordinator starts");
@@ -158,7 +169,10 @@ impl Service {
                 return run;
             }
             assert_ne!(run["state"], "FAILED", "run failed: {run}");
-            assert!(Instant::now() < deadline, "run never reached {state}: {run}");
+            assert!(
+                Instant::now() < deadline,
+                "run never reached {state}: {run}"
+            );
             std::thread::sleep(Duration::from_millis(200));
         }
     }
@@ -188,7 +202,10 @@ fn read_until(out: &mut BufReader<ChildStdout>, prefix: &str) -> String {
     loop {
         line.clear();
         let read = out.read_line(&mut line).expect("watch output is readable");
-        assert!(read > 0, "watch ended before a line starting with {prefix:?}");
+        assert!(
+            read > 0,
+            "watch ended before a line starting with {prefix:?}"
+        );
         if line.starts_with(prefix) {
             return line;
         }
@@ -268,7 +285,11 @@ fn bad_requests_exit_nonzero() {
 
     let unknown = service.run(&["get", "no-such-run"]);
     assert_eq!(unknown.status.code(), Some(1));
-    assert!(stderr(&unknown).contains("NotFound"), "{}", stderr(&unknown));
+    assert!(
+        stderr(&unknown).contains("NotFound"),
+        "{}",
+        stderr(&unknown)
+    );
 
     let odd = service.create("odd", "3", 4);
     assert_eq!(odd.status.code(), Some(1));
@@ -290,7 +311,15 @@ fn bad_requests_exit_nonzero() {
 fn train_with_two_workers_succeeds() {
     let dir = tempfile::tempdir().unwrap();
     let output = ssgan()
-        .args(["--threads", "2", "train", "--config", &demo_config(), "--workers", "2"])
+        .args([
+            "--threads",
+            "2",
+            "train",
+            "--config",
+            &demo_config(),
+            "--workers",
+            "2",
+        ])
         .args(["--listen", "127.0.0.1:0", "--run-id", "pair"])
         .args(["--storage", dir.path().to_str().unwrap()])
         .args(tiny(4))
@@ -299,7 +328,13 @@ fn train_with_two_workers_succeeds() {
     assert!(output.status.success(), "{}", stderr(&output));
     let record = std::fs::read_to_string(dir.path().join("runs/pair/run.json")).unwrap();
     assert!(record.contains("\"SUCCEEDED\""), "{record}");
-    let manifest = dir.path().join("runs/pair/checkpoints/0000000004/MANIFEST.json");
-    assert!(manifest.exists(), "no final checkpoint: {}", stderr(&output));
+    let manifest = dir
+        .path()
+        .join("runs/pair/checkpoints/0000000004/MANIFEST.json");
+    assert!(
+        manifest.exists(),
+        "no final checkpoint: {}",
+        stderr(&output)
+    );
     assert!(dir.path().join("runs/pair/samples/0000000004.png").exists());
 }

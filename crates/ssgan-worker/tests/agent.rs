@@ -75,12 +75,12 @@ struct TestCoordinator {
 
 #[tonic::async_trait]
 impl WorkerService for TestCoordinator {
-    type ConnectStream = ReceiverStream<Result<CoordinatorMessage, Status>>;
+    type OpenSessionStream = ReceiverStream<Result<CoordinatorMessage, Status>>;
 
-    async fn connect(
+    async fn open_session(
         &self,
         request: Request<Streaming<WorkerMessage>>,
-    ) -> Result<Response<Self::ConnectStream>, Status> {
+    ) -> Result<Response<Self::OpenSessionStream>, Status> {
         let mut from_worker = request.into_inner();
         let first = from_worker.message().await?.and_then(|m| m.message);
         let Some(FromWorker::Join(join)) = first else {

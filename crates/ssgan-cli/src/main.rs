@@ -46,6 +46,7 @@ enum Command {
 }
 
 fn main() {
+    restore_sigpipe();
     init_logging();
     let cli = Cli::parse();
     if let Err(error) = set_threads(cli.threads) {
@@ -68,6 +69,17 @@ fn main() {
             eprintln!("error: {}", error_chain(&error));
             std::process::exit(1);
         }
+    }
+}
+
+/// Lets a closed standard output end the process quietly, as for other Unix tools (for
+/// example `ssgan run watch ID | head`), instead of a panic in `println!`. Rust starts
+/// programs with SIGPIPE ignored.
+fn restore_sigpipe() {
+    // SAFETY: runs first in main, before any thread exists, and installs the default
+    // disposition, which needs no handler code.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }
 

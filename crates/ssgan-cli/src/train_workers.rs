@@ -122,7 +122,9 @@ fn terminate(child: &Child) {
 /// Creates or resumes the run, shows its progress, and stops it on Ctrl-C.
 async fn drive_run(url: &str, launch: &Launch) -> Result<i32> {
     let mut client = connect(url).await?;
-    let run = ensure_run(&mut client, launch).await?;
+    let Some(run) = ensure_run(&mut client, launch).await? else {
+        return Ok(0);
+    };
     announce(&run);
     let mut progress = Progress::new(run.step, run.target_steps);
     let state = watch_until_done(&mut client, &launch.run_id, &mut progress).await;
@@ -130,8 +132,12 @@ async fn drive_run(url: &str, launch: &Launch) -> Result<i32> {
     report_end(&mut client, &launch.run_id, state?, &progress).await
 }
 
-/// Creates the run, or resumes it when the storage already has a run of that id.
-async fn ensure_run(client: &mut RunServiceClient<Channel>, launch: &Launch) -> Result<Run> {
+/// Creates the run, or resumes it when the storage already has a run of that id. Returns
+/// None when the run has already reached train.steps.
+async fn ensure_run(
+    client: &mut RunServiceClient<Channel>,
+    launch: &Launch,
+) -> Result<Option<Run>> {
     let run_id = launch.run_id.clone();
     let existing = client
         .get_run(GetRunRequest {
@@ -151,15 +157,17 @@ async fn ensure_run(client: &mut RunServiceClient<Channel>, launch: &Launch) -> 
         Err(status) => Err(status),
         Ok(response) => return resume_existing(client, response.into_inner(), launch).await,
     };
-    run.map(tonic::Response::into_inner)
-        .map_err(|status| anyhow::anyhow!("cannot create the run: {}", status.message()))
+    let run = run
+        .map(tonic::Response::into_inner)
+        .map_err(|status| anyhow::anyhow!("cannot create the run: {}", status.message()))?;
+    Ok(Some(run))
 }
 
 async fn resume_existing(
     client: &mut RunServiceClient<Channel>,
     run: Run,
     launch: &Launch,
-) -> Result<Run> {
+) -> Result<Option<Run>> {
     let target = launch.config.train.steps;
     let state = RunState::try_from(run.state).unwrap_or(RunState::Unspecified);
     if run.world_size != launch.workers {
@@ -171,6 +179,14 @@ async fn resume_existing(
             run.world_size
         );
     }
+    if state == RunState::Succeeded && run.step >= target {
+        tracing::warn!(
+            run_id = %run.run_id,
+            "the run is already at step {}, not before train.steps = {target}; nothing to train (raise --steps to continue)",
+            run.step
+        );
+        return Ok(None);
+    }
     match state {
         RunState::Stopped | RunState::Failed | RunState::Succeeded => {
             let request = ResumeRunRequest {
@@ -181,10 +197,10 @@ async fn resume_existing(
             let resumed = client.resume_run(request).await.map_err(|status| {
                 anyhow::anyhow!("cannot resume run {}: {}", run.run_id, status.message())
             })?;
-            Ok(resumed.into_inner())
+            Ok(Some(resumed.into_inner()))
         }
         // A restarted coordinator schedules PENDING, RUNNING and RECOVERING runs itself.
-        _ => Ok(run),
+        _ => Ok(Some(run)),
     }
 }
 

@@ -307,34 +307,42 @@ fn bad_requests_exit_nonzero() {
     assert!(!dir.path().join("runs/odd").exists());
 }
 
-#[test]
-fn train_with_two_workers_succeeds() {
-    let dir = tempfile::tempdir().unwrap();
-    let output = ssgan()
-        .args([
-            "--threads",
-            "2",
-            "train",
-            "--config",
-            &demo_config(),
-            "--workers",
-            "2",
-        ])
+fn train_workers(storage: &Path, steps: u64) -> Output {
+    ssgan()
+        .args(["--threads", "2", "train", "--config", &demo_config(), "--workers", "2"])
         .args(["--listen", "127.0.0.1:0", "--run-id", "pair"])
-        .args(["--storage", dir.path().to_str().unwrap()])
-        .args(tiny(4))
+        .args(["--storage", storage.to_str().unwrap()])
+        .args(tiny(steps))
         .output()
-        .expect("ssgan train runs");
+        .expect("ssgan train runs")
+}
+
+#[test]
+fn train_with_two_workers_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = train_workers(dir.path(), 4);
     assert!(output.status.success(), "{}", stderr(&output));
     let record = std::fs::read_to_string(dir.path().join("runs/pair/run.json")).unwrap();
     assert!(record.contains("\"SUCCEEDED\""), "{record}");
-    let manifest = dir
-        .path()
-        .join("runs/pair/checkpoints/0000000004/MANIFEST.json");
-    assert!(
-        manifest.exists(),
-        "no final checkpoint: {}",
-        stderr(&output)
-    );
+    let manifest = dir.path().join("runs/pair/checkpoints/0000000004/MANIFEST.json");
+    assert!(manifest.exists(), "no final checkpoint: {}", stderr(&output));
     assert!(dir.path().join("runs/pair/samples/0000000004.png").exists());
+
+    let further = train_workers(dir.path(), 6);
+    assert!(further.status.success(), "{}", stderr(&further));
+    assert!(
+        stderr(&further).contains("resuming from step 4"),
+        "{}",
+        stderr(&further)
+    );
+    let manifest = dir.path().join("runs/pair/checkpoints/0000000006/MANIFEST.json");
+    assert!(manifest.exists(), "no checkpoint at step 6: {}", stderr(&further));
+
+    let again = train_workers(dir.path(), 6);
+    assert!(again.status.success(), "{}", stderr(&again));
+    assert!(
+        stderr(&again).contains("nothing to train"),
+        "{}",
+        stderr(&again)
+    );
 }

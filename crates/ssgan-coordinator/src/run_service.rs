@@ -158,12 +158,13 @@ fn generate_run_id(registry: &Registry) -> String {
 }
 
 /// Moves a STOPPED or FAILED run back to PENDING, from the requested checkpoint and with the
-/// requested target steps.
+/// requested target steps. A SUCCEEDED run resumes only with a larger target.
 async fn resume_run(shared: &mut Shared, request: &v1::ResumeRunRequest) -> Result<(), Status> {
     let run_id = &request.run_id;
     shared
         .registry
         .check_transition(run_id, RunState::Pending)?;
+    check_succeeded_target(&shared.registry.get(run_id)?.record, request.target_steps)?;
     let resume_step = checked_resume_step(&shared.registry, run_id, request.step).await?;
     let record = &shared.registry.get(run_id)?.record;
     let start_step = resume_step.or(record.latest_step).unwrap_or(0);
@@ -183,6 +184,17 @@ async fn resume_run(shared: &mut Shared, request: &v1::ResumeRunRequest) -> Resu
         })
         .await?;
     Ok(())
+}
+
+/// Rejects the resume of a SUCCEEDED run that does not raise its target.
+fn check_succeeded_target(record: &RunRecord, target_steps: Option<u64>) -> Result<(), Status> {
+    if record.state != RunState::Succeeded || target_steps.is_some() {
+        return Ok(());
+    }
+    Err(Status::failed_precondition(format!(
+        "run {:?} is SUCCEEDED at step {}; pass target_steps above it to train further",
+        record.run_id, record.target_steps
+    )))
 }
 
 /// Fails unless `step` is unset or a committed checkpoint of the run.

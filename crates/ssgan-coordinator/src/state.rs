@@ -28,6 +28,8 @@ pub(crate) fn is_legal(from: RunState, to: RunState) -> bool {
             | (Stopping, Stopped | Succeeded | Failed)
             | (Recovering, Pending | Failed | Stopped)
             | (Stopped | Failed, Pending)
+            // Only through ResumeRun with a larger target_steps: training further.
+            | (Succeeded, Pending)
     )
 }
 
@@ -58,18 +60,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn resume_only_from_stopped_or_failed() {
-        for from in [RunState::Stopped, RunState::Failed] {
+    fn resume_only_from_ended_runs() {
+        for from in [RunState::Stopped, RunState::Failed, RunState::Succeeded] {
             assert!(is_legal(from, RunState::Pending), "{from:?}");
         }
-        for from in [RunState::Running, RunState::Succeeded, RunState::Stopping] {
+        for from in [RunState::Running, RunState::Stopping] {
             assert!(!is_legal(from, RunState::Pending), "{from:?}");
         }
     }
 
     #[test]
-    fn succeeded_is_final() {
-        for to in [RunState::Pending, RunState::Running, RunState::Failed] {
+    fn succeeded_only_resumes() {
+        for to in [RunState::Running, RunState::Failed, RunState::Stopped] {
             assert!(!is_legal(RunState::Succeeded, to), "{to:?}");
         }
     }

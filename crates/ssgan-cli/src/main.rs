@@ -47,8 +47,8 @@ enum Command {
 
 fn main() {
     restore_sigpipe();
-    init_logging();
     let cli = Cli::parse();
+    init_logging(&cli.command);
     if let Err(error) = set_threads(cli.threads) {
         eprintln!("error: {}", error_chain(&error));
         std::process::exit(2);
@@ -118,9 +118,13 @@ fn error_chain(error: &anyhow::Error) -> String {
 }
 
 /// Logs to stderr; RUST_LOG overrides the default of `info` for this binary and `warn`
-/// elsewhere.
-fn init_logging() {
-    let default = "warn,ssgan=info";
+/// elsewhere. The coordinator also logs its run state changes, worker joins and losses,
+/// which its library writes at debug level.
+fn init_logging(command: &Command) {
+    let default = match command {
+        Command::Coordinator(_) => "warn,ssgan=info,ssgan_coordinator=debug",
+        _ => "warn,ssgan=info",
+    };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     tracing_subscriber::fmt()

@@ -309,7 +309,15 @@ fn bad_requests_exit_nonzero() {
 
 fn train_workers(storage: &Path, steps: u64) -> Output {
     ssgan()
-        .args(["--threads", "2", "train", "--config", &demo_config(), "--workers", "2"])
+        .args([
+            "--threads",
+            "2",
+            "train",
+            "--config",
+            &demo_config(),
+            "--workers",
+            "2",
+        ])
         .args(["--listen", "127.0.0.1:0", "--run-id", "pair"])
         .args(["--storage", storage.to_str().unwrap()])
         .args(tiny(steps))
@@ -324,8 +332,14 @@ fn train_with_two_workers_resumes() {
     assert!(output.status.success(), "{}", stderr(&output));
     let record = std::fs::read_to_string(dir.path().join("runs/pair/run.json")).unwrap();
     assert!(record.contains("\"SUCCEEDED\""), "{record}");
-    let manifest = dir.path().join("runs/pair/checkpoints/0000000004/MANIFEST.json");
-    assert!(manifest.exists(), "no final checkpoint: {}", stderr(&output));
+    let manifest = dir
+        .path()
+        .join("runs/pair/checkpoints/0000000004/MANIFEST.json");
+    assert!(
+        manifest.exists(),
+        "no final checkpoint: {}",
+        stderr(&output)
+    );
     assert!(dir.path().join("runs/pair/samples/0000000004.png").exists());
 
     let further = train_workers(dir.path(), 6);
@@ -335,8 +349,14 @@ fn train_with_two_workers_resumes() {
         "{}",
         stderr(&further)
     );
-    let manifest = dir.path().join("runs/pair/checkpoints/0000000006/MANIFEST.json");
-    assert!(manifest.exists(), "no checkpoint at step 6: {}", stderr(&further));
+    let manifest = dir
+        .path()
+        .join("runs/pair/checkpoints/0000000006/MANIFEST.json");
+    assert!(
+        manifest.exists(),
+        "no checkpoint at step 6: {}",
+        stderr(&further)
+    );
 
     let again = train_workers(dir.path(), 6);
     assert!(again.status.success(), "{}", stderr(&again));

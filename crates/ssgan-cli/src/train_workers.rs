@@ -24,7 +24,7 @@ use crate::run_client::{connect, state_name};
 /// Time that worker processes get to exit after SIGTERM before they are killed.
 const WORKER_EXIT_GRACE: Duration = Duration::from_secs(10);
 
-/// What `train --workers` needs besides the config.
+/// Settings of `train --workers`: the run and how to start its processes.
 pub struct Launch {
     pub config: RunConfig,
     pub run_id: String,
@@ -112,8 +112,8 @@ fn terminate(child: &Child) {
     let Ok(pid) = i32::try_from(child.id()) else {
         return;
     };
-    // SAFETY: kill(2) with a pid of our own child and a valid signal number has no memory
-    // effects; a child that already exited makes it fail with ESRCH, which is ignored.
+    // SAFETY: kill(2) with the pid of our own child and a valid signal number has no memory
+    // effects. For a child that already exited it fails with ESRCH, which is ignored.
     unsafe {
         libc::kill(pid, libc::SIGTERM);
     }
@@ -276,8 +276,8 @@ fn apply_event(event: Option<Event>, progress: &mut Progress, state: &mut RunSta
     }
 }
 
-/// The progress bar's view of a step reported by rank 0. Losses and accuracy are rank 0's
-/// shard of the global batch.
+/// Converts a step that rank 0 reported into the progress bar's report. Losses and accuracy
+/// are those of rank 0's shard of the global batch.
 fn step_report(metrics: &StepMetrics, progress: &Progress) -> StepReport {
     StepReport {
         step: metrics.step,

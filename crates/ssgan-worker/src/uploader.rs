@@ -95,7 +95,30 @@ async fn upload(store: &Store, snapshot: Snapshot) -> std::result::Result<(), St
         Err(error) => return Err(error),
     }
     store.put_sample(&run_id, step, sample_png).await?;
-    let deleted = store.apply_retention(&run_id, keep, &[]).await?;
-    tracing::debug!(run_id, step, ?deleted, "checkpoint committed");
+    apply_retention(store, &run_id, step, keep).await
+}
+
+/// Deletes old checkpoints but keeps the run's best-FID step, which run.json records. The
+/// coordinator owns run.json in a distributed run, and this only reads it. When run.json
+/// cannot be read, retention waits for the next checkpoint rather than risk deleting the
+/// best one.
+async fn apply_retention(
+    store: &Store,
+    run_id: &str,
+    step: u64,
+    keep: usize,
+) -> std::result::Result<(), StoreError> {
+    let protected: Vec<u64> = match store.read_run(run_id).await {
+        Ok(record) => record
+            .and_then(|record| record.best_step)
+            .into_iter()
+            .collect(),
+        Err(error) => {
+            tracing::warn!(run_id, step, %error, "cannot read run.json for the best checkpoint, skipping retention");
+            return Ok(());
+        }
+    };
+    let deleted = store.apply_retention(run_id, keep, &protected).await?;
+    tracing::debug!(run_id, step, ?deleted, ?protected, "checkpoint committed");
     Ok(())
 }

@@ -129,10 +129,16 @@ async fn reconnect_loop(
         tracing::debug!(evaluator_id, ?backoff, "reconnecting to the coordinator");
         tokio::select! {
             _ = tokio::time::sleep(backoff) => {}
-            _ = stopped.wait_for(|stop| *stop) => return Ok(()),
+            _ = shutdown_signalled(stopped) => return Ok(()),
         }
         backoff = (backoff * 2).min(MAX_BACKOFF);
     }
+}
+
+/// Completes once the shutdown flag is set, or once its sender is gone.
+pub(crate) async fn shutdown_signalled(stopped: &mut watch::Receiver<bool>) {
+    // The guard that `wait_for` returns is not Send, so it is dropped here at once.
+    let _ = stopped.wait_for(|stop| *stop).await.is_ok();
 }
 
 /// Returns the host name from the kernel, the HOSTNAME variable, or "localhost".

@@ -105,7 +105,7 @@ impl<'a> Session<'a> {
         let mut stopped = self.stopped.clone();
         loop {
             tokio::select! {
-                _ = stopped.wait_for(|stop| *stop) => return SessionEnd::Shutdown,
+                _ = crate::shutdown_signalled(&mut stopped) => return SessionEnd::Shutdown,
                 outcome = done.recv() => {
                     let Some((task, outcome)) = outcome else { continue };
                     let _ = outbound.send(outcome_message(task, outcome)).await;

@@ -122,3 +122,44 @@ async fn apply_retention(
     tracing::debug!(run_id, step, ?deleted, ?protected, "checkpoint committed");
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use ssgan_store::RunRecord;
+
+    use super::*;
+
+    async fn commit(store: &Store, step: u64) {
+        let file = CheckpointFile {
+            name: "g.safetensors".to_owned(),
+            bytes: Bytes::from_static(b"weights"),
+        };
+        store.commit_checkpoint("r", step, vec![file]).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn retention_keeps_best_step() {
+        let store = Store::open("memory://").unwrap();
+        let record = RunRecord {
+            run_id: "r".to_owned(),
+            best_step: Some(1),
+            ..RunRecord::default()
+        };
+        store.write_run(&record).await.unwrap();
+        for step in 1..=4 {
+            commit(&store, step).await;
+        }
+        apply_retention(&store, "r", 4, 1).await.unwrap();
+        assert_eq!(store.committed_steps("r").await.unwrap(), [1, 4]);
+    }
+
+    #[tokio::test]
+    async fn retention_without_run_record_keeps_newest() {
+        let store = Store::open("memory://").unwrap();
+        for step in 1..=3 {
+            commit(&store, step).await;
+        }
+        apply_retention(&store, "r", 3, 1).await.unwrap();
+        assert_eq!(store.committed_steps("r").await.unwrap(), [3]);
+    }
+}

@@ -9,6 +9,9 @@ use crate::shared::Shared;
 
 /// Queues an evaluation of a newly committed checkpoint when its run's config turns
 /// evaluation on and the step is due, then hands out queued tasks.
+///
+/// NOTE: the worker's retention does not know about queued tasks, so a checkpoint that
+/// waits longer than `checkpoint.keep` newer checkpoints is deleted first and its task fails.
 pub(crate) fn on_checkpoint_committed(shared: &mut Shared, run_id: &str, step: u64, url: &str) {
     let Ok(entry) = shared.registry.get(run_id) else {
         return;

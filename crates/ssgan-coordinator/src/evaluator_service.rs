@@ -97,7 +97,7 @@ fn check_version(join: &v1::EvaluatorJoin) -> Result<(), Status> {
 }
 
 /// Reads a session's messages until the stream closes, the evaluator falls silent or the
-/// coordinator shuts down; a lost evaluator's task goes back to the queue.
+/// coordinator shuts down. A lost evaluator's task goes back to the queue.
 async fn serve_session(
     core: Core,
     key: EvaluatorKey,
@@ -105,7 +105,7 @@ async fn serve_session(
 ) {
     let mut shutdown = core.shutdown.clone();
     let timeout = core.options.heartbeat_timeout;
-    let why = loop {
+    let reason = loop {
         let next = tokio::select! {
             biased;
             _ = shutdown.changed() => return,
@@ -122,7 +122,7 @@ async fn serve_session(
     if shared.closing {
         return;
     }
-    tracing::debug!(key, why, "evaluator lost");
+    tracing::debug!(key, reason, "evaluator lost");
     shared.evaluators.remove(key);
     shared.evaluators.dispatch();
 }

@@ -17,8 +17,8 @@ use tokio::sync::watch;
 /// Maximum wait for the run to train and for its checkpoint to be evaluated.
 const RUN_TIMEOUT: Duration = Duration::from_secs(600);
 
-/// Two steps of a width-2 model with a checkpoint each; only the final step (2) is due,
-/// and its FID uses 16 generated and 16 real images.
+/// Two steps of a width-2 model with a checkpoint each. Only the final step (2) is due for
+/// evaluation, and its FID uses 16 generated and 16 real images.
 fn config_toml() -> String {
     let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data/cifar10-sample");
     format!(
@@ -126,7 +126,8 @@ async fn evaluator_scores_final_checkpoint() {
     let eval = &run.evals[0];
     assert_eq!(eval.step, 2);
     assert_eq!(eval.samples, 16);
-    assert!(eval.fid.is_finite() && eval.fid >= 0.0, "fid {}", eval.fid);
+    assert!(eval.fid.is_finite(), "fid {}", eval.fid);
+    assert!(eval.fid >= 0.0, "fid {}", eval.fid);
     assert_eq!(run.best_checkpoint_step, Some(2));
 
     let run_dir = storage.path().join("runs/evaluated");

@@ -134,7 +134,10 @@ mod tests {
             name: "g.safetensors".to_owned(),
             bytes: Bytes::from_static(b"weights"),
         };
-        store.commit_checkpoint("r", step, vec![file]).await.unwrap();
+        store
+            .commit_checkpoint("r", step, vec![file])
+            .await
+            .unwrap();
     }
 
     #[tokio::test]

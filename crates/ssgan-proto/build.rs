@@ -5,7 +5,11 @@ use std::path::PathBuf;
 
 use prost::Message;
 
-const PROTOS: [&str; 2] = ["ssgan/v1/run.proto", "ssgan/v1/worker.proto"];
+const PROTOS: [&str; 3] = [
+    "ssgan/v1/run.proto",
+    "ssgan/v1/worker.proto",
+    "ssgan/v1/evaluator.proto",
+];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../proto");

@@ -43,6 +43,8 @@ enum Command {
     Coordinator(services::CoordinatorArgs),
     /// Join a coordinator and train the ranks it assigns.
     Worker(services::WorkerArgs),
+    /// Join a coordinator and compute the FID of the checkpoints it assigns.
+    Evaluator(services::EvaluatorArgs),
 }
 
 fn main() {
@@ -62,6 +64,7 @@ fn main() {
         Command::Run(args) => run_client::run(args),
         Command::Coordinator(args) => services::run_coordinator(args),
         Command::Worker(args) => services::run_worker(args),
+        Command::Evaluator(args) => services::run_evaluator_process(args),
     };
     match result {
         Ok(code) => std::process::exit(code),
@@ -119,10 +122,11 @@ fn error_chain(error: &anyhow::Error) -> String {
 
 /// Logs to stderr; RUST_LOG overrides the default of `info` for this binary and `warn`
 /// elsewhere. The coordinator also logs its run state changes, worker joins and losses,
-/// which its library writes at debug level.
+/// and the evaluator its evaluations, which their libraries write at debug level.
 fn init_logging(command: &Command) {
     let default = match command {
         Command::Coordinator(_) => "warn,ssgan=info,ssgan_coordinator=debug",
+        Command::Evaluator(_) => "warn,ssgan=info,ssgan_evaluator=debug",
         _ => "warn,ssgan=info",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()

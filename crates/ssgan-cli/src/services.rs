@@ -1,11 +1,14 @@
-//! `ssgan coordinator` and `ssgan worker`: the long-running processes of the service.
+//! `ssgan coordinator`, `ssgan worker` and `ssgan evaluator`: the long-running processes of
+//! the service.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Args;
 use ssgan_coordinator::{Coordinator, CoordinatorOptions};
+use ssgan_evaluator::{EvaluatorOptions, run_evaluator};
 use ssgan_worker::agent::{AgentOptions, run_agent};
 
 use crate::run_client::DEFAULT_COORDINATOR;
@@ -47,6 +50,20 @@ pub struct WorkerArgs {
     exit_on_disconnect: bool,
 }
 
+#[derive(Args)]
+pub struct EvaluatorArgs {
+    /// URL of the coordinator.
+    #[arg(long, env = "SSGAN_COORDINATOR", default_value = DEFAULT_COORDINATOR)]
+    coordinator: String,
+    /// FID Inception weights: pytorch-fid's pt_inception-2015-12-05-6726825d.pth (or a
+    /// zip-format .pth or .safetensors with the same keys).
+    #[arg(long, value_name = "PATH")]
+    inception_weights: PathBuf,
+    /// Exit when the coordinator's stream ends, instead of reconnecting.
+    #[arg(long, hide = true)]
+    exit_on_disconnect: bool,
+}
+
 pub fn run_coordinator(args: CoordinatorArgs) -> Result<i32> {
     anyhow::ensure!(
         args.heartbeat_seconds >= 1 && args.heartbeat_timeout_seconds > args.heartbeat_seconds,
@@ -78,6 +95,19 @@ pub fn run_worker(args: WorkerArgs) -> Result<i32> {
         tracing::info!(coordinator = %args.coordinator, threads, "worker starting");
         run_agent(options, termination()).await?;
         tracing::info!("worker stopped");
+        Ok(0)
+    })
+}
+
+pub fn run_evaluator_process(args: EvaluatorArgs) -> Result<i32> {
+    let threads = u32::try_from(rayon::current_num_threads()).unwrap_or(u32::MAX);
+    let mut options =
+        EvaluatorOptions::new(args.coordinator.clone(), args.inception_weights, threads);
+    options.exit_on_disconnect = args.exit_on_disconnect;
+    runtime()?.block_on(async {
+        tracing::info!(coordinator = %args.coordinator, threads, "evaluator starting");
+        run_evaluator(options, termination()).await?;
+        tracing::info!("evaluator stopped");
         Ok(0)
     })
 }

@@ -39,6 +39,54 @@ pub(crate) fn with_target_steps(config_toml: &str, steps: u64) -> Result<String,
         .map_err(|error| Status::internal(format!("failed to write the run config: {error}")))
 }
 
+/// The `[eval]` settings of a run config that scheduling evaluations needs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct EvalSettings {
+    /// `eval.every`: generator steps between evaluated checkpoints.
+    pub every: u64,
+    /// `eval.samples`, default 10000.
+    pub samples: u64,
+    /// `eval.real_samples`, default 10000.
+    pub real_samples: u64,
+    /// `run.seed`, default 0.
+    pub seed: u64,
+    /// `train.steps`, whose checkpoint is always evaluated.
+    pub steps: u64,
+}
+
+impl EvalSettings {
+    /// Returns whether the committed checkpoint of `step` is evaluated: a multiple of
+    /// `every`, or the final step.
+    pub fn is_due(&self, step: u64) -> bool {
+        step.is_multiple_of(self.every) || step == self.steps
+    }
+}
+
+/// Reads the `[eval]` settings of a config; `None` when evaluation is off (`eval.every`
+/// missing or 0) or the text is not TOML. The worker validates the values.
+pub(crate) fn eval_settings(config_toml: &str) -> Option<EvalSettings> {
+    let table = parse(config_toml).ok()?;
+    let integer = |section: &str, key: &str, default: u64| {
+        table
+            .get(section)
+            .and_then(|section| section.get(key))
+            .and_then(toml::Value::as_integer)
+            .and_then(|value| u64::try_from(value).ok())
+            .unwrap_or(default)
+    };
+    let every = integer("eval", "every", 0);
+    if every == 0 {
+        return None;
+    }
+    Some(EvalSettings {
+        every,
+        samples: integer("eval", "samples", 10_000),
+        real_samples: integer("eval", "real_samples", 10_000),
+        seed: integer("run", "seed", 0),
+        steps: integer("train", "steps", 0),
+    })
+}
+
 fn parse(config_toml: &str) -> Result<toml::Table, Status> {
     config_toml
         .parse::<toml::Table>()
@@ -93,6 +141,23 @@ mod tests {
             status.message().contains("train.batch_size is missing"),
             "{status}"
         );
+    }
+
+    #[test]
+    fn eval_settings_off_without_every() {
+        assert_eq!(eval_settings(CONFIG), None);
+        assert_eq!(eval_settings("[eval]\nevery = 0\n"), None);
+    }
+
+    #[test]
+    fn eval_settings_due_on_multiples_and_final_step() {
+        let text = "[run]\nseed = 4\n[train]\nsteps = 25\n[eval]\nevery = 10\nsamples = 16\n";
+        let settings = eval_settings(text).unwrap();
+        assert_eq!(settings.samples, 16);
+        assert_eq!(settings.real_samples, 10_000);
+        assert_eq!(settings.seed, 4);
+        let due: Vec<u64> = (1..=25).filter(|step| settings.is_due(*step)).collect();
+        assert_eq!(due, [10, 20, 25]);
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Conversions between the run registry's records and the API messages.
 
 use ssgan_proto::v1;
-use ssgan_store::{RunRecord, RunState, StepMetrics, Store};
+use ssgan_store::{EvalRecord, RunRecord, RunState, StepMetrics, Store};
 
 pub(crate) fn state_to_proto(state: RunState) -> v1::RunState {
     match state {
@@ -70,7 +70,15 @@ pub(crate) fn run_to_proto(record: &RunRecord, store: &Store) -> v1::Run {
         message: record.message.clone(),
         created_unix_ms: record.created_unix_ms,
         updated_unix_ms: record.updated_unix_ms,
-        evals: Vec::new(),
+        evals: record.evals.iter().map(eval_to_proto).collect(),
+    }
+}
+
+fn eval_to_proto(eval: &EvalRecord) -> v1::EvalResult {
+    v1::EvalResult {
+        step: eval.step,
+        fid: eval.fid,
+        samples: eval.samples,
     }
 }
 

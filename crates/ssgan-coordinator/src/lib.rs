@@ -11,12 +11,20 @@
 //!   the heartbeat timeout is lost, and its run restarts from the latest committed checkpoint
 //!   as the next attempt, within the restart limit and with backoff.
 //!
+//! - `EvaluatorService`, one bidirectional stream per evaluator. A committed checkpoint
+//!   whose run has `eval.every` > 0 and whose step is due becomes an evaluation task, queued
+//!   until an evaluator is idle. Results go to the run record (`evals`, `best_step`) and to
+//!   the run's watchers. A lost evaluator's task goes back to the queue.
+//!
 //! State changes are logged with `tracing` at debug level, with the run id and attempt.
 
 mod attempt;
 mod config;
 mod convert;
 mod error;
+mod evaluation;
+mod evaluator_service;
+mod evaluators;
 mod gang;
 mod options;
 mod pool;

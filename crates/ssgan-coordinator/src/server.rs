@@ -4,6 +4,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use ssgan_proto::v1::evaluator_service_server::EvaluatorServiceServer;
 use ssgan_proto::v1::run_service_server::RunServiceServer;
 use ssgan_proto::v1::worker_service_server::WorkerServiceServer;
 use ssgan_store::Store;
@@ -14,6 +15,7 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::Server;
 use tonic::transport::server::Router;
 
+use crate::evaluator_service::EvaluatorService;
 use crate::registry::Registry;
 use crate::run_service::RunService;
 use crate::shared::Core;
@@ -26,7 +28,7 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 type ServerTask = JoinHandle<Result<(), tonic::transport::Error>>;
 
 /// A running coordinator: the gRPC server with `ssgan.v1.RunService`,
-/// `ssgan.v1.WorkerService`, `grpc.health.v1.Health` and server reflection (v1).
+/// `ssgan.v1.WorkerService`, `ssgan.v1.EvaluatorService`, `grpc.health.v1.Health` and server reflection (v1).
 pub struct Coordinator {
     local_addr: SocketAddr,
     core: Core,
@@ -123,7 +125,10 @@ async fn router(core: &Core) -> Result<Router, CoordinatorError> {
         .add_service(health_service)
         .add_service(reflection)
         .add_service(RunServiceServer::new(RunService::new(core.clone())))
-        .add_service(WorkerServiceServer::new(WorkerService::new(core.clone())));
+        .add_service(WorkerServiceServer::new(WorkerService::new(core.clone())))
+        .add_service(EvaluatorServiceServer::new(EvaluatorService::new(
+            core.clone(),
+        )));
     Ok(router)
 }
 

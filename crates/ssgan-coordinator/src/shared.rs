@@ -5,6 +5,7 @@ use std::sync::Arc;
 use tokio::sync::{Mutex, MutexGuard, watch};
 
 use crate::CoordinatorOptions;
+use crate::evaluators::EvaluatorPool;
 use crate::gang::Gangs;
 use crate::pool::Pool;
 use crate::registry::Registry;
@@ -16,6 +17,7 @@ pub(crate) struct Shared {
     pub registry: Registry,
     pub pool: Pool,
     pub gangs: Gangs,
+    pub evaluators: EvaluatorPool,
     /// Set when the coordinator shuts down. Worker sessions then end without changing any run
     /// state, so that the next coordinator reschedules the runs they trained.
     pub closing: bool,
@@ -40,6 +42,7 @@ impl Core {
             registry,
             pool: Pool::default(),
             gangs: Gangs::default(),
+            evaluators: EvaluatorPool::default(),
             closing: false,
         };
         Self {
@@ -53,10 +56,12 @@ impl Core {
         self.shared.lock().await
     }
 
-    /// Marks the coordinator as closing and drops every worker session's response stream.
+    /// Marks the coordinator as closing and drops every worker and evaluator session's
+    /// response stream.
     pub async fn close(&self) {
         let mut shared = self.lock().await;
         shared.closing = true;
         shared.pool.clear();
+        shared.evaluators.clear();
     }
 }

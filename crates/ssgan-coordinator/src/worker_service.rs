@@ -13,6 +13,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::VERSION;
 use crate::attempt::{on_run_ended, on_worker_lost};
+use crate::evaluation::on_checkpoint_committed;
 use crate::pool::SessionKey;
 use crate::scheduler::schedule;
 use crate::shared::{Core, Shared};
@@ -197,9 +198,11 @@ async fn on_checkpoint(shared: &mut Shared, key: SessionKey, report: v1::Checkpo
     };
     let result = shared
         .registry
-        .record_checkpoint(&report.run_id, report.step, url)
+        .record_checkpoint(&report.run_id, report.step, url.clone())
         .await;
     if let Err(error) = result {
         tracing::warn!(run_id = %report.run_id, attempt = report.attempt, %error, "failed to record a checkpoint");
+        return;
     }
+    on_checkpoint_committed(shared, &report.run_id, report.step, &url);
 }

@@ -1,5 +1,6 @@
 //! Generated messages, clients and servers of the ssgan gRPC API, from `proto/ssgan/v1`:
-//! `RunService` (public) and `WorkerService` (coordinator and workers).
+//! `RunService` (public), `WorkerService` (coordinator and workers) and `EvaluatorService`
+//! (coordinator and evaluators).
 
 /// Package `ssgan.v1`.
 pub mod v1 {

@@ -4,7 +4,9 @@
 //! runs/<run_id>/run.json
 //! runs/<run_id>/checkpoints/<step:010>/<file>
 //! runs/<run_id>/checkpoints/<step:010>/MANIFEST.json
+//! runs/<run_id>/checkpoints/<step:010>/eval.json
 //! runs/<run_id>/samples/<step:010>.png
+//! runs/<run_id>/<file>                      run-level files such as cached FID statistics
 //! ```
 
 use object_store::path::Path;
@@ -14,10 +16,13 @@ use crate::StoreError;
 /// Name of the manifest object that marks a checkpoint directory as committed.
 pub(crate) const MANIFEST_FILE_NAME: &str = "MANIFEST.json";
 
+/// Name of the evaluator's result object inside a checkpoint directory.
+pub(crate) const EVAL_RESULT_FILE_NAME: &str = "eval.json";
+
 const RUNS_DIR: &str = "runs";
-const RUN_RECORD_FILE_NAME: &str = "run.json";
-const CHECKPOINTS_DIR: &str = "checkpoints";
-const SAMPLES_DIR: &str = "samples";
+pub(crate) const RUN_RECORD_FILE_NAME: &str = "run.json";
+pub(crate) const CHECKPOINTS_DIR: &str = "checkpoints";
+pub(crate) const SAMPLES_DIR: &str = "samples";
 
 /// Number of digits in a step directory name. Shorter steps are zero-padded so that
 /// lexicographic listings sort by step.
@@ -138,6 +143,14 @@ impl Layout {
         self.checkpoint_dir(run_id, step).join(name)
     }
 
+    pub(crate) fn eval_result(&self, run_id: &str, step: u64) -> Path {
+        self.checkpoint_file(run_id, step, EVAL_RESULT_FILE_NAME)
+    }
+
+    pub(crate) fn run_file(&self, run_id: &str, name: &str) -> Path {
+        self.runs().join(run_id).join(name)
+    }
+
     pub(crate) fn sample(&self, run_id: &str, step: u64) -> Path {
         let file_name = format!("{}.png", step_dir_name(step));
         self.runs()
@@ -243,6 +256,14 @@ mod tests {
         assert_eq!(
             layout.manifest("r1", 7).as_ref(),
             "prefix/dir/runs/r1/checkpoints/0000000007/MANIFEST.json"
+        );
+        assert_eq!(
+            layout.eval_result("r1", 7).as_ref(),
+            "prefix/dir/runs/r1/checkpoints/0000000007/eval.json"
+        );
+        assert_eq!(
+            layout.run_file("r1", "fid_real_stats.npz").as_ref(),
+            "prefix/dir/runs/r1/fid_real_stats.npz"
         );
         assert_eq!(
             layout.sample("r1", 100).as_ref(),

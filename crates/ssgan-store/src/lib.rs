@@ -7,7 +7,9 @@
 //! runs/<run_id>/run.json                               RunRecord as JSON
 //! runs/<run_id>/checkpoints/<step:010>/<file>          checkpoint files named by the caller
 //! runs/<run_id>/checkpoints/<step:010>/MANIFEST.json   file names, sizes and SHA-256 digests
+//! runs/<run_id>/checkpoints/<step:010>/eval.json       FID result of the evaluator
 //! runs/<run_id>/samples/<step:010>.png                 sample grid
+//! runs/<run_id>/<file>                                 run-level files (cached FID statistics)
 //! ```
 //!
 //! Step directories are zero-padded to 10 digits, such as `0000000100`. A checkpoint counts
@@ -22,6 +24,7 @@
 mod blocking;
 mod checkpoint;
 mod error;
+mod eval;
 mod layout;
 mod manifest;
 mod run;
@@ -34,6 +37,7 @@ mod tests;
 pub use blocking::BlockingStore;
 pub use checkpoint::LoadedCheckpoint;
 pub use error::StoreError;
+pub use eval::EvalRecord;
 pub use layout::validate_run_id;
 pub use manifest::{CheckpointFile, MANIFEST_FORMAT, Manifest, ManifestEntry};
 pub use run::{RunRecord, RunState, StepMetrics};

@@ -3,6 +3,7 @@
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
+use crate::eval::EvalRecord;
 use crate::layout::validate_run_id;
 use crate::{Store, StoreError};
 
@@ -61,6 +62,9 @@ pub struct RunRecord {
     /// resumed, which the coordinator's restart limit bounds.
     #[serde(default)]
     pub restarts: u32,
+    /// FID results that the evaluator reported, in the order they arrived, one per step.
+    #[serde(default)]
+    pub evals: Vec<EvalRecord>,
 }
 
 /// Metrics of one generator step, as reported by rank 0.
@@ -189,6 +193,7 @@ mod tests {
         assert_eq!(record.world_size, 0);
         assert_eq!(record.request_id, None);
         assert_eq!(record.last_step, None);
+        assert!(record.evals.is_empty());
     }
 
     #[test]

@@ -30,6 +30,8 @@ pub struct RunConfig {
     pub checkpoint: CheckpointSection,
     #[serde(default)]
     pub collective: CollectiveSection,
+    #[serde(default)]
+    pub eval: EvalSection,
 }
 
 /// `[run]`: identity and randomness.
@@ -107,6 +109,58 @@ impl Default for CheckpointSection {
     }
 }
 
+/// `[eval]`: FID evaluation of committed checkpoints by an evaluator process.
+///
+/// A committed checkpoint is evaluated when its step is a multiple of `every`, and the
+/// checkpoint of the final step (`train.steps`) is always evaluated while `every` is not 0.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EvalSection {
+    /// Generator steps between evaluated checkpoints; 0 turns evaluation off.
+    pub every: u64,
+    /// Generated images per FID evaluation.
+    pub samples: u64,
+    /// Training images whose Inception statistics are the FID reference, taken from the
+    /// start of `data.path`.
+    ///
+    /// NOTE: FID from a few thousand images or fewer is biased upwards, so compare only
+    /// values computed with the same `samples` and `real_samples`.
+    pub real_samples: u64,
+    /// FID Inception weights (pytorch-fid's pt_inception-2015-12-05-6726825d.pth) for an
+    /// evaluator started by `ssgan train`; evaluator processes take theirs on the command
+    /// line.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub inception_weights: Option<PathBuf>,
+}
+
+impl Default for EvalSection {
+    fn default() -> Self {
+        Self {
+            every: 0,
+            samples: 10_000,
+            real_samples: 10_000,
+            inception_weights: None,
+        }
+    }
+}
+
+impl EvalSection {
+    fn validate(&self) -> Result<()> {
+        check(
+            self.samples >= 2,
+            "eval.samples",
+            self.samples,
+            "at least 2 (a covariance needs two images)",
+        )?;
+        check(
+            self.real_samples >= 2,
+            "eval.real_samples",
+            self.real_samples,
+            "at least 2 (a covariance needs two images)",
+        )
+    }
+}
+
 /// `[collective]`: communication between the ranks of a distributed run.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -153,7 +207,7 @@ impl CollectiveSection {
 }
 
 /// Keys that may change when a run is resumed; every other key must match its checkpoint.
-pub const RESUMABLE_KEYS: [&str; 7] = [
+pub const RESUMABLE_KEYS: [&str; 11] = [
     "train.steps",
     "checkpoint.every",
     "checkpoint.keep",
@@ -161,6 +215,10 @@ pub const RESUMABLE_KEYS: [&str; 7] = [
     "collective.bucket_bytes",
     "collective.checksum_every",
     "collective.timeout_seconds",
+    "eval.every",
+    "eval.samples",
+    "eval.real_samples",
+    "eval.inception_weights",
 ];
 
 impl RunConfig {
@@ -233,6 +291,7 @@ impl RunConfig {
             "at least 1",
         )?;
         self.collective.validate()?;
+        self.eval.validate()?;
         if self.data.kind != DataKind::Cifar10 {
             return Err(WorkerError::InvalidValue {
                 key: "data.kind",

@@ -95,7 +95,74 @@ async fn upload(store: &Store, snapshot: Snapshot) -> std::result::Result<(), St
         Err(error) => return Err(error),
     }
     store.put_sample(&run_id, step, sample_png).await?;
-    let deleted = store.apply_retention(&run_id, keep, &[]).await?;
-    tracing::debug!(run_id, step, ?deleted, "checkpoint committed");
+    apply_retention(store, &run_id, step, keep).await
+}
+
+/// Deletes old checkpoints but keeps the run's best-FID step, which run.json records. The
+/// coordinator owns run.json in a distributed run, and this only reads it. When run.json
+/// cannot be read, retention waits for the next checkpoint rather than risk deleting the
+/// best one.
+async fn apply_retention(
+    store: &Store,
+    run_id: &str,
+    step: u64,
+    keep: usize,
+) -> std::result::Result<(), StoreError> {
+    let protected: Vec<u64> = match store.read_run(run_id).await {
+        Ok(record) => record
+            .and_then(|record| record.best_step)
+            .into_iter()
+            .collect(),
+        Err(error) => {
+            tracing::warn!(run_id, step, %error, "cannot read run.json for the best checkpoint, skipping retention");
+            return Ok(());
+        }
+    };
+    let deleted = store.apply_retention(run_id, keep, &protected).await?;
+    tracing::debug!(run_id, step, ?deleted, ?protected, "checkpoint committed");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use ssgan_store::RunRecord;
+
+    use super::*;
+
+    async fn commit(store: &Store, step: u64) {
+        let file = CheckpointFile {
+            name: "g.safetensors".to_owned(),
+            bytes: Bytes::from_static(b"weights"),
+        };
+        store
+            .commit_checkpoint("r", step, vec![file])
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn retention_keeps_best_step() {
+        let store = Store::open("memory://").unwrap();
+        let record = RunRecord {
+            run_id: "r".to_owned(),
+            best_step: Some(1),
+            ..RunRecord::default()
+        };
+        store.write_run(&record).await.unwrap();
+        for step in 1..=4 {
+            commit(&store, step).await;
+        }
+        apply_retention(&store, "r", 4, 1).await.unwrap();
+        assert_eq!(store.committed_steps("r").await.unwrap(), [1, 4]);
+    }
+
+    #[tokio::test]
+    async fn retention_without_run_record_keeps_newest() {
+        let store = Store::open("memory://").unwrap();
+        for step in 1..=3 {
+            commit(&store, step).await;
+        }
+        apply_retention(&store, "r", 3, 1).await.unwrap();
+        assert_eq!(store.committed_steps("r").await.unwrap(), [3]);
+    }
 }

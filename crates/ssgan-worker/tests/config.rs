@@ -160,3 +160,49 @@ fn collective_invalid_values_are_rejected() {
     let error = load(&["collective.timeout_seconds=0"]).unwrap_err();
     assert!(error.contains("collective.timeout_seconds"), "{error}");
 }
+
+#[test]
+fn eval_section_has_defaults() {
+    let config = load(&[]).unwrap();
+    let eval = &config.eval;
+    assert_eq!(eval.every, 0);
+    assert_eq!(eval.samples, 10_000);
+    assert_eq!(eval.real_samples, 10_000);
+    assert_eq!(eval.inception_weights, None);
+}
+
+#[test]
+fn eval_keys_are_resumable() {
+    let a = load(&[]).unwrap();
+    let b = load(&[
+        "eval.every=10",
+        "eval.samples=16",
+        "eval.real_samples=32",
+        "eval.inception_weights=\"w.pth\"",
+    ])
+    .unwrap();
+    assert_eq!(b.eval.every, 10);
+    assert_eq!(b.eval.inception_weights.as_deref(), Some("w.pth".as_ref()));
+    assert!(a.incompatible_keys(&b).is_empty());
+}
+
+#[test]
+fn eval_config_round_trips_through_toml() {
+    let config = load(&["eval.every=5", "eval.inception_weights=\"w.pth\""]).unwrap();
+    let again = RunConfig::from_toml(&config.to_toml(), "round trip", &[]).unwrap();
+    assert_eq!(again.eval, config.eval);
+}
+
+#[test]
+fn eval_unknown_key_is_rejected() {
+    let error = load(&["eval.sample=16"]).unwrap_err();
+    assert!(error.contains("sample"), "{error}");
+}
+
+#[test]
+fn eval_too_few_samples_is_rejected() {
+    let error = load(&["eval.samples=1"]).unwrap_err();
+    assert!(error.contains("eval.samples"), "{error}");
+    let error = load(&["eval.real_samples=0"]).unwrap_err();
+    assert!(error.contains("eval.real_samples"), "{error}");
+}

@@ -1,0 +1,194 @@
+//! One evaluation task on a blocking thread: generated and real statistics, the FID, and
+//! `eval.json` in the checkpoint directory.
+
+use std::ops::Range;
+use std::path::Path;
+use std::time::Instant;
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use ssgan_fid::source::{open_image_source, quantize_unit_images};
+use ssgan_fid::{
+    FeatureExtractor, FeatureLayer, FeatureMatrix, FidInception, ImageSource, RgbPlanes,
+    Statistics, frechet_distance,
+};
+use ssgan_proto::v1;
+use ssgan_store::BlockingStore;
+use ssgan_worker::WorkerError;
+use ssgan_worker::rng::sample_rng;
+use ssgan_worker::sample::{CheckpointGenerator, load_checkpoint_generator};
+
+use crate::error::JobError;
+
+/// Generated images per generator forward pass, and per Inception forward pass.
+const BATCH: usize = 50;
+
+/// The FID Inception network with the name of its weights file, for `eval.json`.
+pub struct FidModel {
+    network: FidInception,
+    weights_name: String,
+}
+
+/// Contents of `runs/<run_id>/checkpoints/<step:010>/eval.json`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct EvalFile {
+    pub step: u64,
+    pub fid: f64,
+    /// Generated images behind `fid`.
+    pub samples: u64,
+    /// Training images behind the reference statistics.
+    pub real_samples: u64,
+    /// URL of the cached reference statistics (`.npz`, pytorch-fid's format).
+    pub real_stats: String,
+    /// File name of the FID Inception weights.
+    pub inception_weights: String,
+    /// Wall-clock seconds of the whole evaluation.
+    pub seconds: f64,
+}
+
+impl FidModel {
+    pub fn new(network: FidInception, weights_path: &Path) -> Self {
+        let weights_name = weights_path
+            .file_name()
+            .map(|name| name.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        Self {
+            network,
+            weights_name,
+        }
+    }
+
+    /// Runs one task: the FID of the task's checkpoint, written to its `eval.json`.
+    pub(crate) fn evaluate(&self, task: &v1::EvaluationTask) -> Result<EvalFile, JobError> {
+        let started = Instant::now();
+        let store = BlockingStore::open(&task.storage_url)?;
+        let generator = load_checkpoint_generator(&task.checkpoint_url)?;
+        let (real, real_stats) = self.real_statistics(&store, &generator, task)?;
+        let fake = self.generated_statistics(&generator, task)?;
+        let fid = frechet_distance(&fake, &real)?;
+        let eval = EvalFile {
+            step: task.step,
+            fid,
+            samples: task.samples,
+            real_samples: task.real_samples,
+            real_stats,
+            inception_weights: self.weights_name.clone(),
+            seconds: started.elapsed().as_secs_f64(),
+        };
+        let json = Bytes::from(serde_json::to_vec_pretty(&eval)?);
+        let put = store.store().put_eval_result(&task.run_id, task.step, json);
+        store.runtime().block_on(put)?;
+        tracing::debug!(run_id = %task.run_id, step = task.step, fid, seconds = eval.seconds, "evaluated a checkpoint");
+        Ok(eval)
+    }
+
+    /// Generates `task.samples` images from the task's seed in batches and returns the
+    /// statistics of their pool3 features.
+    fn generated_statistics(
+        &self,
+        generator: &CheckpointGenerator,
+        task: &v1::EvaluationTask,
+    ) -> Result<Statistics, JobError> {
+        let total = task.samples as usize;
+        let extractor = self.extractor();
+        let mut rng = sample_rng(task.seed);
+        let mut values = Vec::with_capacity(total * FeatureLayer::Pool3.dims());
+        let mut done = 0;
+        while done < total {
+            let count = BATCH.min(total - done);
+            let images = generate_batch(generator, count, &mut rng)?;
+            values.extend(extractor.batch_features(&images, FeatureLayer::Pool3)?);
+            done += count;
+            tracing::trace!(run_id = %task.run_id, step = task.step, done, total, "generated features");
+        }
+        let features = FeatureMatrix::new(total, FeatureLayer::Pool3.dims(), values)?;
+        Ok(Statistics::from_features(&features)?)
+    }
+
+    /// Reads the run's cached reference statistics, or computes them from the training
+    /// images and caches them. Returns them with their URL.
+    ///
+    /// NOTE: the cache key is the run and `real_samples` only, so a changed `data.path` or
+    /// other weights reuse the old file until it is deleted.
+    fn real_statistics(
+        &self,
+        store: &BlockingStore,
+        generator: &CheckpointGenerator,
+        task: &v1::EvaluationTask,
+    ) -> Result<(Statistics, String), JobError> {
+        let name = format!("fid_real_stats_{}.npz", task.real_samples);
+        let url = store.store().run_file_url(&task.run_id, &name);
+        let cached = store
+            .runtime()
+            .block_on(store.store().read_run_file(&task.run_id, &name))?;
+        if let Some(bytes) = cached {
+            tracing::debug!(run_id = %task.run_id, url, "using cached real statistics");
+            return Ok((statistics_from_npz(&bytes)?, url));
+        }
+        let data_path = &generator.config.data.path;
+        let source = open_image_source(data_path)?;
+        let prefix = Prefix {
+            source: source.as_ref(),
+            len: source.len().min(task.real_samples as usize),
+        };
+        tracing::debug!(run_id = %task.run_id, path = %data_path.display(), images = prefix.len, "computing real statistics");
+        let features = self.extractor().extract(&prefix, FeatureLayer::Pool3)?;
+        let stats = Statistics::from_features(&features)?;
+        let bytes = npz_bytes(&stats)?;
+        let put = store.store().put_run_file(&task.run_id, &name, bytes);
+        store.runtime().block_on(put)?;
+        Ok((stats, url))
+    }
+
+    fn extractor(&self) -> FeatureExtractor<'_> {
+        FeatureExtractor::new(&self.network)
+            .with_batch_size(BATCH)
+            .with_progress(false)
+    }
+}
+
+/// Generates `count` images in evaluation mode, quantized to 8 bits as a PNG stores them.
+fn generate_batch(
+    generator: &CheckpointGenerator,
+    count: usize,
+    rng: &mut rand_chacha::ChaCha8Rng,
+) -> Result<Vec<RgbPlanes>, JobError> {
+    let z = generator
+        .gan
+        .latent(count, rng)
+        .map_err(WorkerError::from)?;
+    let images = generator.gan.sample(&z).map_err(WorkerError::from)?;
+    Ok(quantize_unit_images(&images)?)
+}
+
+/// The first `len` images of a source.
+struct Prefix<'a> {
+    source: &'a dyn ImageSource,
+    len: usize,
+}
+
+impl ImageSource for Prefix<'_> {
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn read(&self, range: Range<usize>) -> ssgan_fid::Result<Vec<RgbPlanes>> {
+        self.source.read(range)
+    }
+}
+
+/// Encodes statistics as an `.npz` file, through a temporary file because the writer takes
+/// a path.
+fn npz_bytes(stats: &Statistics) -> Result<Bytes, JobError> {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("stats.npz");
+    stats.write_npz(&path)?;
+    Ok(Bytes::from(std::fs::read(&path)?))
+}
+
+fn statistics_from_npz(bytes: &[u8]) -> Result<Statistics, JobError> {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("stats.npz");
+    std::fs::write(&path, bytes)?;
+    Ok(Statistics::read_npz(&path)?)
+}

@@ -97,8 +97,8 @@ struct ResumeArgs {
 #[derive(Args)]
 struct WatchArgs {
     run_id: String,
-    /// First step whose metrics are printed; earlier steps that the coordinator still holds
-    /// are skipped.
+    /// First step whose metrics are printed. The coordinator replays the steps it still
+    /// keeps in memory from this step on.
     #[arg(long, default_value_t = 0)]
     from_step: u64,
 }
@@ -330,16 +330,14 @@ fn run_json(run: &Run) -> serde_json::Value {
     })
 }
 
-/// Returns the state's name as run.json spells it, such as RUNNING.
+/// Returns the state's name as run.json spells it, such as RUNNING: the proto enum name
+/// without its `RUN_STATE_` prefix.
 pub fn state_name(state: i32) -> &'static str {
-    match RunState::try_from(state).unwrap_or(RunState::Unspecified) {
-        RunState::Unspecified => "UNKNOWN",
-        RunState::Pending => "PENDING",
-        RunState::Running => "RUNNING",
-        RunState::Stopping => "STOPPING",
-        RunState::Stopped => "STOPPED",
-        RunState::Succeeded => "SUCCEEDED",
-        RunState::Failed => "FAILED",
-        RunState::Recovering => "RECOVERING",
+    match RunState::try_from(state) {
+        Ok(RunState::Unspecified) | Err(_) => "UNKNOWN",
+        Ok(known) => known
+            .as_str_name()
+            .strip_prefix("RUN_STATE_")
+            .unwrap_or("UNKNOWN"),
     }
 }

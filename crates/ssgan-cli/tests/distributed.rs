@@ -29,7 +29,8 @@ fn demo_config() -> String {
         .into_owned()
 }
 
-/// The demo config made tiny: width 2, global batch 8, a checkpoint every 2 steps.
+/// Returns `--set` overrides that make the demo config tiny: width 2, global batch 8, a
+/// checkpoint every 2 steps.
 fn tiny(steps: u64) -> Vec<String> {
     let keys = [
         "model.ch=2".to_string(),

@@ -21,7 +21,7 @@ use tonic::{Request, Response, Status, Streaming};
 /// Maximum wait for any one message from a worker.
 const MESSAGE_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// A connected worker as the test coordinator sees it.
+/// A worker session on the test coordinator's side.
 struct Link {
     join: Join,
     to_worker: mpsc::Sender<Result<CoordinatorMessage, Status>>,
@@ -195,7 +195,7 @@ async fn agents_train_stop_and_resume() {
         assert!(link.join.worker_id.contains(':'), "{}", link.join.worker_id);
     }
 
-    // Attempt 1: rank 1 alone is told to stop once rank 0 reported a step.
+    // Attempt 1: only rank 1 receives Stop, after rank 0 has reported a step.
     start_attempt(&mut links, 1, &storage, 500, None).await;
     match links[0].next().await {
         FromWorker::Step(report) => assert_eq!(report.metrics.unwrap().step, 1),

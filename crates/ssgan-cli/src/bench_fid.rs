@@ -1,20 +1,20 @@
 //! `ssgan bench fid`: throughput of FID feature extraction (pool3 of 32 x 32 images).
 
-use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::Result;
 use candle_core::{DType, Device};
 use clap::{Args, ValueEnum};
 use serde_json::json;
+use ssgan_evaluator::resolve_inception_weights;
 use ssgan_fid::{FeatureExtractor, FeatureLayer, FidInception, InceptionWeights, RgbPlanes};
 
 #[derive(Args)]
 pub struct FidBenchArgs {
     /// FID Inception weights (.pth or .safetensors). Speed does not depend on the values,
-    /// so any file with the FID keys will do.
-    #[arg(long, value_name = "W")]
-    inception_weights: PathBuf,
+    /// so any file with the FID keys will do. A local path or a URL.
+    #[arg(long, value_name = "PATH_OR_URL")]
+    inception_weights: String,
     /// Images per forward pass.
     #[arg(long, default_value_t = 16)]
     batch_size: usize,
@@ -49,7 +49,7 @@ pub fn run(args: FidBenchArgs) -> Result<i32> {
         Precision::F32 => DType::F32,
         Precision::F64 => DType::F64,
     };
-    let weights = InceptionWeights::load(&args.inception_weights)?;
+    let weights = InceptionWeights::load(&resolve_inception_weights(&args.inception_weights)?)?;
     let model = FidInception::new(&weights, dtype, &Device::Cpu)?;
     let extractor = FeatureExtractor::new(&model).with_progress(false);
     let images = pattern_images(args.batch_size);

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use candle_core::{DType, Device};
 use clap::Args;
+use ssgan_evaluator::resolve_inception_weights;
 use ssgan_fid::source::{open_image_source, quantize_unit_images};
 use ssgan_fid::{
     FeatureExtractor, FeatureLayer, FidInception, InceptionWeights, MemoryImages, RgbPlanes,
@@ -54,9 +55,10 @@ pub struct FidStatsArgs {
 struct ModelArgs {
     /// FID Inception weights: pytorch-fid's pt_inception-2015-12-05-6726825d.pth (or a
     /// zip-format .pth or .safetensors with the same keys). Needed for every set that is not
-    /// a .npz file.
-    #[arg(long, value_name = "W")]
-    inception_weights: Option<PathBuf>,
+    /// a .npz file. A URL (https://, s3://, gs://, az://) is downloaded once into
+    /// ~/.cache/ssgan.
+    #[arg(long, value_name = "PATH_OR_URL")]
+    inception_weights: Option<String>,
     /// Feature layer, as pytorch-fid's --dims: 64, 192, 768 or 2048 (pool3).
     #[arg(long, default_value_t = 2048)]
     dims: usize,
@@ -73,11 +75,11 @@ impl ModelArgs {
                 "--inception-weights is missing, and {} is not a .npz statistics file, so its \
                  features need the FID Inception network. Download {WEIGHTS_FILE_NAME} from \
                  {WEIGHTS_URL}, put it anywhere (for example ~/.cache/ssgan/) and pass \
-                 --inception-weights PATH",
+                 --inception-weights PATH, or pass --inception-weights {WEIGHTS_URL}",
                 needed_for.display()
             );
         };
-        let weights = InceptionWeights::load(path)?;
+        let weights = InceptionWeights::load(&resolve_inception_weights(path)?)?;
         Ok(FidInception::new(&weights, DType::F32, &Device::Cpu)?)
     }
 

@@ -9,6 +9,7 @@ mod run_client;
 mod sample;
 mod services;
 mod train;
+mod train_eval;
 mod train_workers;
 
 use clap::{Parser, Subcommand};

@@ -2,7 +2,6 @@
 //! the service.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -56,9 +55,10 @@ pub struct EvaluatorArgs {
     #[arg(long, env = "SSGAN_COORDINATOR", default_value = DEFAULT_COORDINATOR)]
     coordinator: String,
     /// FID Inception weights: pytorch-fid's pt_inception-2015-12-05-6726825d.pth (or a
-    /// zip-format .pth or .safetensors with the same keys).
-    #[arg(long, value_name = "PATH")]
-    inception_weights: PathBuf,
+    /// zip-format .pth or .safetensors with the same keys), as a local path or a URL
+    /// (https://, s3://, gs://, az://) that is downloaded once into ~/.cache/ssgan.
+    #[arg(long, value_name = "PATH_OR_URL")]
+    inception_weights: String,
     /// Exit when the coordinator's stream ends, instead of reconnecting.
     #[arg(long, hide = true)]
     exit_on_disconnect: bool,

@@ -6,9 +6,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{Context, Result};
 use clap::Args;
-use ssgan_worker::{Outcome, RunConfig, Trainer};
+use ssgan_evaluator::resolve_inception_weights;
+use ssgan_worker::{Outcome, RunConfig, StepReport, TrainObserver, Trainer};
 
 use crate::progress::Progress;
+use crate::train_eval::{self, LocalEvaluation};
 use crate::train_workers;
 
 #[derive(Args)]
@@ -49,16 +51,49 @@ pub fn run(args: TrainArgs) -> Result<i32> {
     if let Some(workers) = args.workers {
         return train_workers::run(launch(config, run_id, workers, args.storage, args.listen)?);
     }
+    let evaluation = match train_eval::requested_weights(&config) {
+        Some(weights) => Some(LocalEvaluation::start(weights, &args.storage)?),
+        None => None,
+    };
     let mut trainer = Trainer::open(config, &args.storage, &run_id)?;
     announce(&trainer, &args.storage);
     let stop = install_stop_handler()?;
-    let mut progress = Progress::new(trainer.step(), trainer.config().train.steps);
-    let outcome = trainer.run(&stop, |report| progress.update(report));
+    let mut observer = Observer {
+        progress: Progress::new(trainer.step(), trainer.config().train.steps),
+        evaluation: evaluation.as_ref(),
+        config: trainer.config().clone(),
+        run_id: &run_id,
+    };
+    let outcome = trainer.run_observed(&stop, &mut observer);
+    let progress = observer.progress;
     progress.finish();
     let outcome =
         outcome.with_context(|| format!("run {run_id} failed at step {}", trainer.step()))?;
     report_outcome(&trainer, outcome, &progress);
+    if let Some(evaluation) = evaluation {
+        evaluation.finish();
+    }
     Ok(0)
+}
+
+/// Shows progress and hands committed checkpoints to the evaluation thread.
+struct Observer<'a> {
+    progress: Progress,
+    evaluation: Option<&'a LocalEvaluation>,
+    config: RunConfig,
+    run_id: &'a str,
+}
+
+impl TrainObserver for Observer<'_> {
+    fn step(&mut self, report: &StepReport) {
+        self.progress.update(report);
+    }
+
+    fn checkpoint_committed(&mut self, step: u64, url: &str) {
+        if let Some(evaluation) = self.evaluation {
+            evaluation.submit(&self.config, self.run_id, step, url);
+        }
+    }
 }
 
 fn launch(
@@ -74,6 +109,10 @@ fn launch(
     );
     ssgan_store::validate_run_id(&run_id)?;
     let threads_per_worker = (rayon::current_num_threads() / workers as usize).max(1);
+    let eval_weights = match train_eval::requested_weights(&config) {
+        Some(weights) => Some(resolve_inception_weights(weights)?),
+        None => None,
+    };
     Ok(train_workers::Launch {
         config,
         run_id,
@@ -81,6 +120,7 @@ fn launch(
         storage,
         listen,
         threads_per_worker,
+        eval_weights,
     })
 }
 

@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -20,6 +21,7 @@ use tonic::transport::Channel;
 
 use crate::progress::Progress;
 use crate::run_client::{connect, state_name};
+use crate::train_eval::{log_evaluations, spawn_evaluator, wait_for_evaluations};
 
 /// Time that worker processes get to exit after SIGTERM before they are killed.
 const WORKER_EXIT_GRACE: Duration = Duration::from_secs(10);
@@ -33,6 +35,8 @@ pub struct Launch {
     pub listen: SocketAddr,
     /// Compute threads of each worker process.
     pub threads_per_worker: usize,
+    /// Local FID Inception weights of an evaluator process to start; None: no evaluator.
+    pub eval_weights: Option<PathBuf>,
 }
 
 pub fn run(launch: Launch) -> Result<i32> {
@@ -59,7 +63,12 @@ async fn run_async(launch: Launch) -> Result<i32> {
         launch.run_id
     );
     let mut workers = spawn_workers(&launch, &url)?;
-    let result = drive_run(&url, &launch).await;
+    let mut evaluator = match &launch.eval_weights {
+        Some(weights) => Some(spawn_evaluator(&url, weights, launch.threads_per_worker)?),
+        None => None,
+    };
+    let result = drive_run(&url, &launch, evaluator.as_mut()).await;
+    workers.extend(evaluator);
     stop_workers(&mut workers).await;
     if let Err(error) = coordinator.shutdown().await {
         tracing::warn!(run_id = %launch.run_id, %error, "the coordinator did not shut down cleanly");
@@ -119,8 +128,9 @@ fn terminate(child: &Child) {
     }
 }
 
-/// Creates or resumes the run, shows its progress, and stops it on Ctrl-C.
-async fn drive_run(url: &str, launch: &Launch) -> Result<i32> {
+/// Creates or resumes the run, shows its progress, and stops it on Ctrl-C. With an evaluator,
+/// waits for the run's pending evaluations before returning.
+async fn drive_run(url: &str, launch: &Launch, evaluator: Option<&mut Child>) -> Result<i32> {
     let mut client = connect(url).await?;
     let Some(run) = ensure_run(&mut client, launch).await? else {
         return Ok(0);
@@ -129,6 +139,9 @@ async fn drive_run(url: &str, launch: &Launch) -> Result<i32> {
     let mut progress = Progress::new(run.step, run.target_steps);
     let state = watch_until_done(&mut client, &launch.run_id, &mut progress).await;
     progress.finish();
+    if let Some(evaluator) = evaluator {
+        wait_for_evaluations(&mut client, &launch.run_id, evaluator).await?;
+    }
     report_end(&mut client, &launch.run_id, state?, &progress).await
 }
 
@@ -316,6 +329,7 @@ async fn report_end(
     if let Some(step) = run.latest_checkpoint_step {
         tracing::info!(run_id, "checkpoint {step}: {}", run.latest_checkpoint_url);
     }
+    log_evaluations(&run);
     match state {
         RunState::Succeeded => Ok(0),
         RunState::Stopped => {

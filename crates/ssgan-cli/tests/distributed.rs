@@ -4,23 +4,15 @@
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdout, Command, Output, Stdio};
+use std::process::{Child, ChildStdout, Output, Stdio};
 use std::time::{Duration, Instant};
+
+mod common;
+
+use common::{repo, ssgan};
 
 /// Time that a run of the tiny model gets to reach a state before a test gives up.
 const STATE_TIMEOUT: Duration = Duration::from_secs(180);
-
-fn ssgan() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_ssgan"));
-    command
-        .env("RUST_LOG", "warn,ssgan=info")
-        .current_dir(repo());
-    command
-}
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
 
 fn demo_config() -> String {
     repo()

@@ -71,6 +71,7 @@ pub(crate) fn run_to_proto(record: &RunRecord, store: &Store) -> v1::Run {
         created_unix_ms: record.created_unix_ms,
         updated_unix_ms: record.updated_unix_ms,
         evals: record.evals.iter().map(eval_to_proto).collect(),
+        pending_evals: 0,
     }
 }
 

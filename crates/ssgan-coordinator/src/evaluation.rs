@@ -2,27 +2,68 @@
 //! due becomes a task for an evaluator, whose result or failure is recorded here.
 
 use ssgan_proto::v1;
+use ssgan_store::RunRecord;
 
 use crate::config::eval_settings;
 use crate::evaluators::EvaluatorKey;
 use crate::shared::Shared;
 
 /// Queues an evaluation of a newly committed checkpoint when its run's config turns
-/// evaluation on and the step is due, then hands out queued tasks.
-///
-/// NOTE: the worker's retention does not know about queued tasks, so a checkpoint that
-/// waits longer than `checkpoint.keep` newer checkpoints is deleted first and its task fails.
-pub(crate) fn on_checkpoint_committed(shared: &mut Shared, run_id: &str, step: u64, url: &str) {
-    let Ok(entry) = shared.registry.get(run_id) else {
+/// evaluation on and the step is due, then hands out queued tasks. The step goes into the
+/// run record's `pending_evals` first, so that the worker's retention keeps the checkpoint
+/// until the evaluation ends.
+pub(crate) async fn on_checkpoint_committed(
+    shared: &mut Shared,
+    run_id: &str,
+    step: u64,
+    url: &str,
+) {
+    let Some(task) = due_task(shared, run_id, step, url) else {
         return;
     };
-    let Some(settings) = eval_settings(&entry.record.config_toml) else {
-        return;
-    };
-    if !settings.is_due(step) {
-        return;
+    let marked = shared
+        .registry
+        .update(run_id, |record| add_pending(record, step))
+        .await;
+    if let Err(error) = marked {
+        tracing::warn!(run_id, step, %error, "failed to record a pending evaluation");
     }
-    let task = v1::EvaluationTask {
+    tracing::debug!(run_id, step, "evaluation queued");
+    shared.evaluators.enqueue(task);
+    shared.evaluators.dispatch();
+}
+
+/// Queues again the evaluations that run records list as pending, after a restart.
+pub(crate) fn requeue_pending(shared: &mut Shared) {
+    let store = shared.registry.store();
+    let mut tasks = Vec::new();
+    for record in shared.registry.records() {
+        for step in &record.pending_evals {
+            let url = store.checkpoint_url(&record.run_id, *step);
+            tasks.extend(task_for(shared, &record.run_id, *step, &url));
+        }
+    }
+    for task in tasks {
+        tracing::debug!(run_id = %task.run_id, step = task.step, "requeueing a pending evaluation");
+        shared.evaluators.enqueue(task);
+    }
+}
+
+/// Returns the evaluation task of `step` when the run's config makes it due.
+fn due_task(shared: &Shared, run_id: &str, step: u64, url: &str) -> Option<v1::EvaluationTask> {
+    let settings = eval_settings(&shared.registry.get(run_id).ok()?.record.config_toml)?;
+    if !settings.is_due(step) {
+        return None;
+    }
+    task_for(shared, run_id, step, url)
+}
+
+/// Builds the task of `step` from the run's `[eval]` settings. Returns None when evaluation
+/// is off.
+fn task_for(shared: &Shared, run_id: &str, step: u64, url: &str) -> Option<v1::EvaluationTask> {
+    let entry = shared.registry.get(run_id).ok()?;
+    let settings = eval_settings(&entry.record.config_toml)?;
+    Some(v1::EvaluationTask {
         run_id: run_id.to_owned(),
         step,
         checkpoint_url: url.to_owned(),
@@ -30,10 +71,13 @@ pub(crate) fn on_checkpoint_committed(shared: &mut Shared, run_id: &str, step: u
         samples: settings.samples,
         seed: settings.seed,
         real_samples: settings.real_samples,
-    };
-    tracing::debug!(run_id, step, "evaluation queued");
-    shared.evaluators.enqueue(task);
-    shared.evaluators.dispatch();
+    })
+}
+
+fn add_pending(record: &mut RunRecord, step: u64) {
+    if !record.pending_evals.contains(&step) {
+        record.pending_evals.push(step);
+    }
 }
 
 /// Records an evaluator's result and gives the evaluator its next task.
@@ -52,12 +96,86 @@ pub(crate) async fn on_result(
     shared.evaluators.dispatch();
 }
 
-/// Logs an evaluator's failure and gives the evaluator its next task. The failed task is
-/// not retried, because the same checkpoint would most likely fail again.
-pub(crate) fn on_failure(shared: &mut Shared, key: EvaluatorKey, failure: v1::EvaluationFailure) {
+/// Logs an evaluator's failure, drops the step from the run's pending evaluations and gives
+/// the evaluator its next task. The failed task is not retried, because the same checkpoint
+/// would most likely fail again.
+pub(crate) async fn on_failure(
+    shared: &mut Shared,
+    key: EvaluatorKey,
+    failure: v1::EvaluationFailure,
+) {
     if !shared.evaluators.finish(key, &failure.run_id, failure.step) {
         return;
     }
     tracing::warn!(run_id = %failure.run_id, step = failure.step, message = %failure.message, "evaluation failed");
+    let step = failure.step;
+    let cleared = shared
+        .registry
+        .update(&failure.run_id, |record| {
+            record.pending_evals.retain(|s| *s != step)
+        })
+        .await;
+    if let Err(error) = cleared {
+        tracing::warn!(run_id = %failure.run_id, step, %error, "failed to clear a pending evaluation");
+    }
     shared.evaluators.dispatch();
+}
+
+#[cfg(test)]
+mod tests {
+    use ssgan_store::{RunState, Store};
+
+    use super::*;
+    use crate::evaluators::EvaluatorPool;
+    use crate::gang::Gangs;
+    use crate::pool::Pool;
+    use crate::registry::Registry;
+
+    const CONFIG: &str = "[train]\nsteps = 4\n[eval]\nevery = 2\nsamples = 8\n";
+
+    async fn shared_with(record: RunRecord) -> Shared {
+        let store = Store::open("memory://").unwrap();
+        store.write_run(&record).await.unwrap();
+        Shared {
+            registry: Registry::load(store).await.unwrap(),
+            pool: Pool::default(),
+            gangs: Gangs::default(),
+            evaluators: EvaluatorPool::default(),
+            closing: false,
+        }
+    }
+
+    fn record(pending: Vec<u64>) -> RunRecord {
+        RunRecord {
+            run_id: "r".to_owned(),
+            state: RunState::Running,
+            config_toml: CONFIG.to_owned(),
+            target_steps: 4,
+            pending_evals: pending,
+            ..RunRecord::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn due_checkpoint_becomes_pending() {
+        let mut shared = shared_with(record(Vec::new())).await;
+        on_checkpoint_committed(&mut shared, "r", 1, "memory:///runs/r/checkpoints/1").await;
+        on_checkpoint_committed(&mut shared, "r", 2, "memory:///runs/r/checkpoints/2").await;
+        assert_eq!(shared.evaluators.pending("r"), 1);
+        let stored = shared
+            .registry
+            .store()
+            .read_run("r")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(stored.pending_evals, [2]);
+    }
+
+    #[tokio::test]
+    async fn restart_requeues_pending_evaluations() {
+        let mut shared = shared_with(record(vec![2, 4])).await;
+        requeue_pending(&mut shared);
+        assert_eq!(shared.evaluators.pending("r"), 2);
+    }
 }

@@ -135,6 +135,6 @@ async fn handle_message(core: &Core, key: EvaluatorKey, message: v1::EvaluatorMe
             tracing::debug!(evaluator_id = %join.evaluator_id, "ignoring a repeated EvaluatorJoin");
         }
         Some(Incoming::Result(result)) => on_result(&mut shared, key, result).await,
-        Some(Incoming::Failure(failure)) => on_failure(&mut shared, key, failure),
+        Some(Incoming::Failure(failure)) => on_failure(&mut shared, key, failure).await,
     }
 }

@@ -110,6 +110,14 @@ impl EvaluatorPool {
         }
     }
 
+    /// Returns the number of tasks of `run_id` that are queued or in progress.
+    pub fn pending(&self, run_id: &str) -> u32 {
+        let running = self.evaluators.values().filter_map(|e| e.task.as_ref());
+        let all = running.chain(self.queue.iter());
+        let count = all.filter(|task| task.run_id == run_id).count();
+        u32::try_from(count).unwrap_or(u32::MAX)
+    }
+
     /// Returns the number of queued tasks.
     #[cfg(test)]
     pub fn queued(&self) -> usize {
@@ -146,6 +154,8 @@ mod tests {
         pool.enqueue(task("a", 1));
         pool.enqueue(task("a", 2));
         assert_eq!(pool.queued(), 2);
+        assert_eq!(pool.pending("a"), 2);
+        assert_eq!(pool.pending("b"), 0);
     }
 
     #[test]

@@ -214,8 +214,9 @@ impl Registry {
 }
 
 impl Registry {
-    /// Records a checkpoint's FID, replacing an earlier result of the same step, moves
-    /// `best_step` to the lowest FID, writes run.json and publishes the result.
+    /// Records a checkpoint's FID, replacing an earlier result of the same step, removes the
+    /// step from `pending_evals`, moves `best_step` to the lowest FID, writes run.json and
+    /// publishes the result.
     pub async fn record_eval(
         &mut self,
         run_id: &str,
@@ -229,6 +230,7 @@ impl Registry {
         let record = self
             .update(run_id, |record| {
                 record.evals.retain(|earlier| earlier.step != eval.step);
+                record.pending_evals.retain(|step| *step != eval.step);
                 record.evals.push(eval);
                 record.best_step = best_step(&record.evals);
             })

@@ -91,7 +91,9 @@ impl v1::run_service_server::RunService for RunService {
 
 fn run_view(shared: &Shared, run_id: &str) -> Result<v1::Run, RegistryError> {
     let record = &shared.registry.get(run_id)?.record;
-    Ok(run_to_proto(record, shared.registry.store()))
+    let mut run = run_to_proto(record, shared.registry.store());
+    run.pending_evals = shared.evaluators.pending(run_id);
+    Ok(run)
 }
 
 /// Validates a CreateRun request, writes the new run's record and schedules it. A request

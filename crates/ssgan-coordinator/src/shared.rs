@@ -5,6 +5,7 @@ use std::sync::Arc;
 use tokio::sync::{Mutex, MutexGuard, watch};
 
 use crate::CoordinatorOptions;
+use crate::evaluation::requeue_pending;
 use crate::evaluators::EvaluatorPool;
 use crate::gang::Gangs;
 use crate::pool::Pool;
@@ -38,13 +39,14 @@ impl Core {
         options: CoordinatorOptions,
         shutdown: watch::Receiver<bool>,
     ) -> Self {
-        let shared = Shared {
+        let mut shared = Shared {
             registry,
             pool: Pool::default(),
             gangs: Gangs::default(),
             evaluators: EvaluatorPool::default(),
             closing: false,
         };
+        requeue_pending(&mut shared);
         Self {
             shared: Arc::new(Mutex::new(shared)),
             options: Arc::new(options),

@@ -204,5 +204,5 @@ async fn on_checkpoint(shared: &mut Shared, key: SessionKey, report: v1::Checkpo
         tracing::warn!(run_id = %report.run_id, attempt = report.attempt, %error, "failed to record a checkpoint");
         return;
     }
-    on_checkpoint_committed(shared, &report.run_id, report.step, &url);
+    on_checkpoint_committed(shared, &report.run_id, report.step, &url).await;
 }

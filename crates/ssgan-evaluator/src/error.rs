@@ -2,20 +2,18 @@
 
 use std::path::PathBuf;
 
-use ssgan_fid::{FidError, WEIGHTS_FILE_NAME, WEIGHTS_URL};
+use ssgan_fid::FidError;
 use ssgan_store::StoreError;
 use ssgan_worker::WorkerError;
+
+use crate::weights::WeightsError;
 
 /// Failures that end the evaluator; every other failure leads to a reconnection or a failed
 /// task.
 #[derive(Debug, thiserror::Error)]
 pub enum EvaluatorError {
-    #[error(
-        "the FID Inception weights {path} are missing. Download {WEIGHTS_FILE_NAME} from \
-         {WEIGHTS_URL}, put it anywhere (for example ~/.cache/ssgan/) and pass its path \
-         with --inception-weights"
-    )]
-    MissingWeights { path: PathBuf },
+    #[error(transparent)]
+    Weights(#[from] WeightsError),
     #[error("failed to load the FID Inception weights {path}: {source}")]
     LoadWeights {
         path: PathBuf,
@@ -33,8 +31,9 @@ pub enum EvaluatorError {
 }
 
 /// Failure of one evaluation task, reported to the coordinator as its message.
+#[non_exhaustive]
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum JobError {
+pub enum JobError {
     #[error("failed to load the checkpoint's generator: {0}")]
     Generator(#[from] WorkerError),
     #[error("FID computation failed: {0}")]

@@ -6,11 +6,12 @@ use std::path::Path;
 use std::time::Instant;
 
 use bytes::Bytes;
+use candle_core::{DType, Device};
 use serde::{Deserialize, Serialize};
 use ssgan_fid::source::{open_image_source, quantize_unit_images};
 use ssgan_fid::{
-    FeatureExtractor, FeatureLayer, FeatureMatrix, FidInception, ImageSource, RgbPlanes,
-    Statistics, frechet_distance,
+    FeatureExtractor, FeatureLayer, FeatureMatrix, FidInception, ImageSource, InceptionWeights,
+    RgbPlanes, Statistics, frechet_distance,
 };
 use ssgan_proto::v1;
 use ssgan_store::BlockingStore;
@@ -18,7 +19,7 @@ use ssgan_worker::WorkerError;
 use ssgan_worker::rng::sample_rng;
 use ssgan_worker::sample::{CheckpointGenerator, load_checkpoint_generator};
 
-use crate::error::JobError;
+use crate::error::{EvaluatorError, JobError};
 
 /// Generated images per generator forward pass, and per Inception forward pass.
 const BATCH: usize = 50;
@@ -58,13 +59,36 @@ impl FidModel {
         }
     }
 
+    /// Loads the network from a local weights file, in float32 on the CPU.
+    pub fn load(path: &Path) -> Result<Self, EvaluatorError> {
+        let load_error = |source| EvaluatorError::LoadWeights {
+            path: path.to_path_buf(),
+            source,
+        };
+        let weights = InceptionWeights::load(path).map_err(load_error)?;
+        let network = FidInception::new(&weights, DType::F32, &Device::Cpu).map_err(load_error)?;
+        tracing::debug!(path = %path.display(), "loaded the FID Inception network");
+        Ok(Self::new(network, path))
+    }
+
     /// Runs one task: the FID of the task's checkpoint, written to its `eval.json`.
-    pub(crate) fn evaluate(&self, task: &v1::EvaluationTask) -> Result<EvalFile, JobError> {
+    pub fn evaluate(&self, task: &v1::EvaluationTask) -> Result<EvalFile, JobError> {
+        let generator = load_checkpoint_generator(&task.checkpoint_url)?;
+        self.evaluate_generator(&generator, task)
+    }
+
+    /// Runs one task with a generator already loaded from the task's checkpoint, so that
+    /// retention may delete the checkpoint's weights meanwhile. Writes `eval.json` into the
+    /// checkpoint directory either way.
+    pub fn evaluate_generator(
+        &self,
+        generator: &CheckpointGenerator,
+        task: &v1::EvaluationTask,
+    ) -> Result<EvalFile, JobError> {
         let started = Instant::now();
         let store = BlockingStore::open(&task.storage_url)?;
-        let generator = load_checkpoint_generator(&task.checkpoint_url)?;
-        let (real, real_stats) = self.real_statistics(&store, &generator, task)?;
-        let fake = self.generated_statistics(&generator, task)?;
+        let (real, real_stats) = self.real_statistics(&store, generator, task)?;
+        let fake = self.generated_statistics(generator, task)?;
         let fid = frechet_distance(&fake, &real)?;
         let eval = EvalFile {
             step: task.step,

@@ -16,18 +16,19 @@
 mod error;
 mod job;
 mod session;
+mod weights;
 
 use std::future::Future;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use candle_core::{DType, Device};
-use ssgan_fid::{FidInception, InceptionWeights};
 use tokio::sync::watch;
 
-pub use error::EvaluatorError;
+pub use error::{EvaluatorError, JobError};
 pub use job::{EvalFile, FidModel};
+pub use weights::{
+    CACHE_DIR_VARIABLE, WeightsError, resolve_inception_weights, resolve_inception_weights_in,
+};
 
 use session::{Session, SessionEnd};
 
@@ -40,8 +41,9 @@ const MAX_BACKOFF: Duration = Duration::from_secs(10);
 pub struct EvaluatorOptions {
     /// URL of the coordinator's gRPC endpoint, such as `http://127.0.0.1:50051`.
     pub coordinator_url: String,
-    /// pytorch-fid's `pt_inception-2015-12-05-6726825d.pth`, or a file with the same keys.
-    pub inception_weights: PathBuf,
+    /// pytorch-fid's `pt_inception-2015-12-05-6726825d.pth`, or a file with the same keys:
+    /// a local path or a URL, as [`resolve_inception_weights`] takes it.
+    pub inception_weights: String,
     /// Number of compute threads, reported in the join message. The evaluator does not size
     /// thread pools itself.
     pub threads: u32,
@@ -52,7 +54,7 @@ pub struct EvaluatorOptions {
 impl EvaluatorOptions {
     pub fn new(
         coordinator_url: impl Into<String>,
-        inception_weights: impl Into<PathBuf>,
+        inception_weights: impl Into<String>,
         threads: u32,
     ) -> Self {
         Self {
@@ -68,8 +70,8 @@ impl EvaluatorOptions {
 ///
 /// # Errors
 ///
-/// [`EvaluatorError::MissingWeights`] before connecting when the weights file does not
-/// exist, [`EvaluatorError::LoadWeights`] when it cannot be loaded, and
+/// [`EvaluatorError::Weights`] before connecting when the weights file does not exist or
+/// cannot be downloaded, [`EvaluatorError::LoadWeights`] when it cannot be loaded, and
 /// [`EvaluatorError::Rejected`] when the coordinator rejects the evaluator for good.
 pub async fn run_evaluator(
     options: EvaluatorOptions,
@@ -86,26 +88,16 @@ pub async fn run_evaluator(
     result
 }
 
-/// Loads the FID Inception network once, in float32 on the CPU, on a blocking thread.
-async fn load_model(path: &std::path::Path) -> Result<FidModel, EvaluatorError> {
-    if !path.is_file() {
-        return Err(EvaluatorError::MissingWeights {
-            path: path.to_path_buf(),
-        });
-    }
-    let owned = path.to_path_buf();
-    let loaded = tokio::task::spawn_blocking(move || {
-        let weights = InceptionWeights::load(&owned)?;
-        FidInception::new(&weights, DType::F32, &Device::Cpu)
+/// Finds or downloads the weights and loads the FID Inception network once, in float32 on
+/// the CPU, on a blocking thread.
+async fn load_model(source: &str) -> Result<FidModel, EvaluatorError> {
+    let source = source.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let path = resolve_inception_weights(&source)?;
+        FidModel::load(&path)
     })
     .await
-    .map_err(|error| EvaluatorError::Task(error.to_string()))?;
-    let network = loaded.map_err(|source| EvaluatorError::LoadWeights {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    tracing::debug!(path = %path.display(), "loaded the FID Inception network");
-    Ok(FidModel::new(network, path))
+    .map_err(|error| EvaluatorError::Task(error.to_string()))?
 }
 
 async fn reconnect_loop(

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use ssgan_coordinator::{Coordinator, CoordinatorOptions};
-use ssgan_evaluator::{EvalFile, EvaluatorError, EvaluatorOptions, run_evaluator};
+use ssgan_evaluator::{EvalFile, EvaluatorError, EvaluatorOptions, WeightsError, run_evaluator};
 use ssgan_proto::v1;
 use ssgan_proto::v1::run_service_client::RunServiceClient;
 use ssgan_worker::agent::{AgentOptions, run_agent};
@@ -108,6 +108,7 @@ async fn evaluator_scores_final_checkpoint() {
     agent_options.exit_on_disconnect = true;
     let agent = tokio::spawn(run_agent(agent_options, stopped(&stop)));
     let weights: PathBuf = fixtures.join("inception_random.pth");
+    let weights = weights.display().to_string();
     let mut evaluator_options = EvaluatorOptions::new(url.clone(), weights, 1);
     evaluator_options.exit_on_disconnect = true;
     let evaluator = tokio::spawn(run_evaluator(evaluator_options, stopped(&stop)));
@@ -153,12 +154,12 @@ async fn evaluator_scores_final_checkpoint() {
 #[tokio::test]
 async fn evaluator_rejects_missing_weights() {
     let missing = tempfile::tempdir().unwrap().path().join("absent.pth");
-    let options = EvaluatorOptions::new("http://127.0.0.1:9", &missing, 1);
+    let options = EvaluatorOptions::new("http://127.0.0.1:9", missing.display().to_string(), 1);
     let error = run_evaluator(options, std::future::pending())
         .await
         .unwrap_err();
     assert!(
-        matches!(error, EvaluatorError::MissingWeights { .. }),
+        matches!(error, EvaluatorError::Weights(WeightsError::Missing { .. })),
         "{error}"
     );
     let message = error.to_string();

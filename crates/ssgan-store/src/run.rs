@@ -65,6 +65,10 @@ pub struct RunRecord {
     /// FID results that the evaluator reported, in the order they arrived, one per step.
     #[serde(default)]
     pub evals: Vec<EvalRecord>,
+    /// Checkpoint steps whose evaluation is queued or running. Retention keeps them, and a
+    /// restarted coordinator queues them again.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pending_evals: Vec<u64>,
 }
 
 /// Metrics of one generator step, as reported by rank 0.

@@ -126,11 +126,11 @@ pub struct EvalSection {
     /// NOTE: FID from a few thousand images or fewer is biased upwards, so compare only
     /// values computed with the same `samples` and `real_samples`.
     pub real_samples: u64,
-    /// FID Inception weights (pytorch-fid's pt_inception-2015-12-05-6726825d.pth) for an
-    /// evaluator started by `ssgan train`; evaluator processes take theirs on the command
-    /// line.
+    /// FID Inception weights (pytorch-fid's pt_inception-2015-12-05-6726825d.pth), a local
+    /// path or a URL, for the evaluation that `ssgan train` runs; evaluator processes take
+    /// theirs on the command line.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub inception_weights: Option<PathBuf>,
+    pub inception_weights: Option<String>,
 }
 
 impl Default for EvalSection {
@@ -145,6 +145,11 @@ impl Default for EvalSection {
 }
 
 impl EvalSection {
+    /// Returns whether the checkpoint of `step` is evaluated in a run of `final_step` steps.
+    pub fn is_due(&self, step: u64, final_step: u64) -> bool {
+        self.every != 0 && (step.is_multiple_of(self.every) || step == final_step)
+    }
+
     fn validate(&self) -> Result<()> {
         check(
             self.samples >= 2,

@@ -98,10 +98,10 @@ async fn upload(store: &Store, snapshot: Snapshot) -> std::result::Result<(), St
     apply_retention(store, &run_id, step, keep).await
 }
 
-/// Deletes old checkpoints but keeps the run's best-FID step, which run.json records. The
-/// coordinator owns run.json in a distributed run, and this only reads it. When run.json
-/// cannot be read, retention waits for the next checkpoint rather than risk deleting the
-/// best one.
+/// Deletes old checkpoints but keeps the run's best-FID step and the steps whose evaluation
+/// is pending, which run.json records. The coordinator owns run.json in a distributed run,
+/// and this only reads it. When run.json cannot be read, retention waits for the next
+/// checkpoint rather than risk deleting the best one.
 async fn apply_retention(
     store: &Store,
     run_id: &str,
@@ -109,10 +109,12 @@ async fn apply_retention(
     keep: usize,
 ) -> std::result::Result<(), StoreError> {
     let protected: Vec<u64> = match store.read_run(run_id).await {
-        Ok(record) => record
-            .and_then(|record| record.best_step)
+        Ok(Some(record)) => record
+            .best_step
             .into_iter()
+            .chain(record.pending_evals)
             .collect(),
+        Ok(None) => Vec::new(),
         Err(error) => {
             tracing::warn!(run_id, step, %error, "cannot read run.json for the best checkpoint, skipping retention");
             return Ok(());
@@ -154,6 +156,23 @@ mod tests {
         }
         apply_retention(&store, "r", 4, 1).await.unwrap();
         assert_eq!(store.committed_steps("r").await.unwrap(), [1, 4]);
+    }
+
+    #[tokio::test]
+    async fn retention_keeps_pending_steps() {
+        let store = Store::open("memory://").unwrap();
+        let record = RunRecord {
+            run_id: "r".to_owned(),
+            best_step: Some(1),
+            pending_evals: vec![2],
+            ..RunRecord::default()
+        };
+        store.write_run(&record).await.unwrap();
+        for step in 1..=4 {
+            commit(&store, step).await;
+        }
+        apply_retention(&store, "r", 4, 1).await.unwrap();
+        assert_eq!(store.committed_steps("r").await.unwrap(), [1, 2, 4]);
     }
 
     #[tokio::test]

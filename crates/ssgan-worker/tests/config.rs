@@ -182,7 +182,7 @@ fn eval_keys_are_resumable() {
     ])
     .unwrap();
     assert_eq!(b.eval.every, 10);
-    assert_eq!(b.eval.inception_weights.as_deref(), Some("w.pth".as_ref()));
+    assert_eq!(b.eval.inception_weights.as_deref(), Some("w.pth"));
     assert!(a.incompatible_keys(&b).is_empty());
 }
 

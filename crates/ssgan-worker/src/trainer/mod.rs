@@ -217,9 +217,19 @@ impl Trainer {
     /// Trains until train.steps or until `stop` is set, committing a checkpoint every
     /// checkpoint.every steps, at the end, and on stop. Calls `on_step` after every step.
     pub fn run(&mut self, stop: &AtomicBool, on_step: impl FnMut(&StepReport)) -> Result<Outcome> {
+        self.run_observed(stop, &mut OnStep(on_step))
+    }
+
+    /// Trains as [`Trainer::run`] does, and also tells `observer` about each committed
+    /// checkpoint.
+    pub fn run_observed(
+        &mut self,
+        stop: &AtomicBool,
+        observer: &mut dyn TrainObserver,
+    ) -> Result<Outcome> {
         // Nothing sets this abort flag, so every outcome is Ended.
         let abort = AtomicBool::new(false);
-        match self.run_with(stop, &abort, &mut OnStep(on_step))? {
+        match self.run_with(stop, &abort, observer)? {
             RankOutcome::Ended(outcome) => Ok(outcome),
             RankOutcome::Aborted { step } => Ok(Outcome::Stopped { step }),
         }

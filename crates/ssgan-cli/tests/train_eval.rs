@@ -1,0 +1,181 @@
+//! `ssgan train` with `eval.every` and `eval.inception_weights`: the in-process path
+//! evaluates checkpoints on a thread, `--workers` starts an `ssgan evaluator` process. Both
+//! use the random-weight FID Inception fixture, which lives in `fixtures/fid` under a
+//! folder named `shared` next to the workspace root (`SSGAN_SHARED_DIR` overrides it);
+//! without it the tests print a skip line and pass.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+mod common;
+
+use common::{repo, ssgan};
+
+fn fixture_weights() -> Option<PathBuf> {
+    let shared = match std::env::var_os("SSGAN_SHARED_DIR") {
+        Some(dir) => PathBuf::from(dir),
+        None => repo().join("../shared"),
+    };
+    let path = shared.join("fixtures/fid/inception_random.pth");
+    if path.is_file() {
+        Some(path)
+    } else {
+        eprintln!("skipped: FID fixtures not found at {}", path.display());
+        None
+    }
+}
+
+/// Arguments of a 4-step run of a width-2 model with a checkpoint every 2 steps, each
+/// evaluated with 8 generated and 8 real images.
+fn train_args(storage: &Path, run_id: &str, weights: &str) -> Vec<String> {
+    let mut args: Vec<String> = ["--threads", "2", "train", "--config"]
+        .map(String::from)
+        .to_vec();
+    args.push(
+        repo()
+            .join("configs/cifar10-cpu-demo.toml")
+            .display()
+            .to_string(),
+    );
+    args.extend(["--storage".into(), storage.display().to_string()]);
+    args.extend(["--run-id".into(), run_id.into()]);
+    let keys = [
+        "model.ch=2".to_string(),
+        "train.batch_size=8".into(),
+        "loss.rotated_batch_size=8".into(),
+        "train.steps=4".into(),
+        "checkpoint.every=2".into(),
+        "eval.every=2".into(),
+        "eval.samples=8".into(),
+        "eval.real_samples=8".into(),
+        format!("eval.inception_weights={weights:?}"),
+    ];
+    for key in keys {
+        args.extend(["--set".into(), key]);
+    }
+    args
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+fn read_json(path: &Path) -> serde_json::Value {
+    let text = std::fs::read_to_string(path)
+        .unwrap_or_else(|error| panic!("cannot read {}: {error}", path.display()));
+    serde_json::from_str(&text).unwrap()
+}
+
+/// Serves `file` over HTTP on 127.0.0.1 for `requests` requests, on a thread; returns the
+/// URL of the file.
+fn serve_file(file: &Path, requests: usize) -> String {
+    let body = std::fs::read(file).unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!(
+        "http://{}/weights/inception_random.pth",
+        listener.local_addr().unwrap()
+    );
+    std::thread::spawn(move || {
+        for stream in listener.incoming().take(requests).flatten() {
+            let mut reader = BufReader::new(&stream);
+            let mut line = String::new();
+            while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
+                line.clear();
+            }
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let mut stream = &stream;
+            let _ = stream.write_all(head.as_bytes());
+            let _ = stream.write_all(&body);
+        }
+    });
+    url
+}
+
+#[test]
+fn train_evaluates_in_process() {
+    let Some(weights) = fixture_weights() else {
+        return;
+    };
+    let url = serve_file(&weights, 1);
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let output = ssgan()
+        .env("SSGAN_CACHE_DIR", &cache)
+        .args(train_args(&dir.path().join("out"), "local", &url))
+        .output()
+        .unwrap();
+    let log = stderr(&output);
+    assert!(output.status.success(), "{log}");
+    assert!(
+        cache.join("inception/inception_random.pth").is_file(),
+        "{log}"
+    );
+    for step in [2, 4] {
+        let path = dir
+            .path()
+            .join(format!("out/runs/local/checkpoints/{step:010}/eval.json"));
+        let eval = read_json(&path);
+        assert_eq!(eval["step"], step);
+        assert_eq!(eval["samples"], 8);
+        let fid = eval["fid"].as_f64().unwrap();
+        assert!(fid.is_finite() && fid >= 0.0, "fid {fid}");
+        assert!(log.contains(&format!("step {step}: FID")), "{log}");
+    }
+    assert!(
+        dir.path()
+            .join("out/runs/local/fid_real_stats_8.npz")
+            .is_file()
+    );
+}
+
+#[test]
+fn train_workers_starts_evaluator() {
+    let Some(weights) = fixture_weights() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let weights = format!("file://{}", weights.display());
+    let mut args = train_args(dir.path(), "pooled", &weights);
+    args.extend(["--workers", "1", "--listen", "127.0.0.1:0"].map(String::from));
+    let output = ssgan().args(args).output().unwrap();
+    let log = stderr(&output);
+    assert!(output.status.success(), "{log}");
+
+    let record = read_json(&dir.path().join("runs/pooled/run.json"));
+    assert_eq!(record["state"], "SUCCEEDED", "{record}");
+    let steps: Vec<u64> = record["evals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|eval| eval["step"].as_u64().unwrap())
+        .collect();
+    assert_eq!(steps, [2, 4], "{record}");
+    assert!(record["best_step"].is_u64(), "{record}");
+    assert!(log.contains("step 4: FID"), "{log}");
+    assert!(log.contains("best checkpoint by FID"), "{log}");
+    let eval = dir
+        .path()
+        .join("runs/pooled/checkpoints/0000000004/eval.json");
+    assert!(eval.is_file(), "{log}");
+}
+
+#[test]
+fn eval_without_weights_warns() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut args = train_args(dir.path(), "plain", "unused");
+    // Drop the weights override, keeping eval.every.
+    args.truncate(args.len() - 2);
+    let output = ssgan().args(args).output().unwrap();
+    let log = stderr(&output);
+    assert!(output.status.success(), "{log}");
+    assert!(log.contains("eval.inception_weights is not set"), "{log}");
+    let eval = dir
+        .path()
+        .join("runs/plain/checkpoints/0000000004/eval.json");
+    assert!(!eval.exists());
+}

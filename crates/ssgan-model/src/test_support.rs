@@ -11,7 +11,8 @@ use crate::ctx::Ctx;
 use crate::layers::Conv2d;
 use crate::params::{Builder, ParamStore};
 
-/// A training pass on one rank that records gradients and leaves the state unchanged.
+/// Returns the settings of a training pass on one rank that records gradients and leaves the
+/// state unchanged.
 pub fn training_ctx() -> Ctx {
     Ctx {
         train: true,

@@ -5,9 +5,9 @@ use candle_core::Tensor;
 use crate::config::ModelConfig;
 use crate::ctx::Ctx;
 use crate::error::{ModelError, Result};
+use crate::kernels::{Addend, ConvKind, Fusion};
 use crate::layers::{Conv2d, Linear};
 use crate::params::Builder;
-use crate::resample::downsample;
 
 /// Number of rotation classes: 0, 90, 180 and 270 degrees.
 pub const ROTATIONS: usize = 4;
@@ -38,16 +38,39 @@ impl DiscriminatorBlock {
         })
     }
 
+    /// Runs the block as three fused convolutions: the ReLUs happen inside the convolutions,
+    /// each branch is pooled before the sum, and conv_b adds the pooled shortcut, which
+    /// carries conv_b's bias as well as its own. Average pooling is linear, so this equals
+    /// down(conv_b(relu(h)) + conv_shortcut(x)) while the unpooled branches never exist as
+    /// tensors.
     fn forward(&self, ctx: &Ctx, x: &Tensor) -> Result<Tensor> {
-        let h = self.conv_a.forward(ctx, &x.relu()?)?;
-        let main = self.conv_b.forward(ctx, &h.relu()?)?;
-        let shortcut = self.shortcut.forward(ctx, x)?;
-        let sum = (main + shortcut)?;
-        if self.downsample {
-            downsample(&sum)
-        } else {
-            Ok(sum)
-        }
+        let relu = Fusion {
+            relu_input: true,
+            pool_output: false,
+        };
+        let pool = Fusion {
+            relu_input: false,
+            pool_output: self.downsample,
+        };
+        let both = Fusion {
+            relu_input: true,
+            ..pool
+        };
+        let shortcut_bias = (self.shortcut.bias(ctx) + self.conv_b.bias(ctx))?;
+        let shortcut = self.shortcut.forward_fused(
+            ctx,
+            x,
+            ConvKind::Same,
+            pool,
+            Addend::Bias(&shortcut_bias),
+        )?;
+        let a_bias = self.conv_a.bias(ctx);
+        let h = self
+            .conv_a
+            .forward_fused(ctx, x, ConvKind::Same, relu, Addend::Bias(&a_bias))?;
+        let residual = Addend::Residual(&shortcut);
+        self.conv_b
+            .forward_fused(ctx, &h, ConvKind::Same, both, residual)
     }
 }
 
@@ -112,5 +135,45 @@ impl Discriminator {
             logits,
             rotation_logits,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use candle_core::{Device, Tensor};
+    use rand::SeedableRng;
+    use rand_chacha::ChaCha8Rng;
+
+    use super::DiscriminatorBlock;
+    use crate::params::ParamStore;
+    use crate::test_support::{f64_builder, max_abs_difference, reference_conv, training_ctx};
+
+    #[test]
+    fn fused_block_matches_unfused_ops() {
+        let mut store = ParamStore::default();
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        let mut builder = f64_builder(&mut store, &mut rng);
+        let ctx = training_ctx();
+        for down in [true, false] {
+            let block =
+                DiscriminatorBlock::new(&mut builder, &format!("b{down}"), (3, 5), down, true);
+            let block = block.unwrap();
+            for conv in [&block.conv_a, &block.conv_b, &block.shortcut] {
+                conv.randomize_bias();
+            }
+            let x = Tensor::randn(0f64, 1.0, (2, 3, 6, 4), &Device::Cpu).unwrap();
+            let h = reference_conv(&ctx, &block.conv_a, &x.relu().unwrap());
+            let main = reference_conv(&ctx, &block.conv_b, &h.relu().unwrap());
+            let sum = (main + reference_conv(&ctx, &block.shortcut, &x)).unwrap();
+            let expected = if down {
+                sum.avg_pool2d(2).unwrap()
+            } else {
+                sum
+            };
+            let actual = block.forward(&ctx, &x).unwrap();
+            assert_eq!(actual.dims(), expected.dims(), "downsample {down}: shape");
+            let error = max_abs_difference(&actual, &expected);
+            assert!(error < 1e-10, "downsample {down}: max abs error {error:e}");
+        }
     }
 }

@@ -6,8 +6,10 @@ use crate::batch_norm::{Norm, NormSpec};
 use crate::config::{ModelConfig, Upsample};
 use crate::ctx::Ctx;
 use crate::error::{ModelError, Result};
+use crate::kernels::{Addend, ConvKind, Fusion};
 use crate::layers::{Conv2d, Linear};
 use crate::params::Builder;
+use crate::resample::upsample;
 
 /// Spatial size of the first feature map; three upsampling blocks take it to 32.
 const BASE_SIZE: usize = 4;
@@ -38,13 +40,39 @@ impl GeneratorBlock {
         })
     }
 
+    /// Runs the block as three fused convolutions: the ReLUs happen inside the convolutions,
+    /// and conv_b adds the shortcut, which carries conv_b's bias as well as its own.
     fn forward(&self, ctx: &Ctx, x: &Tensor, z: &Tensor) -> Result<Tensor> {
-        let h = self.bn1.forward(ctx, x, z)?.relu()?;
-        let h = self.conv_a.forward_upsampled(ctx, &h, self.upsample)?;
-        let h = self.bn2.forward(ctx, &h, z)?.relu()?;
-        let main = self.conv_b.forward(ctx, &h)?;
-        let shortcut = self.shortcut.forward_upsampled(ctx, x, self.upsample)?;
-        Ok((main + shortcut)?)
+        let relu = Fusion {
+            relu_input: true,
+            pool_output: false,
+        };
+        let h = self.bn1.forward(ctx, x, z)?;
+        let (kind, h) = self.upsampled(&h)?;
+        let a_bias = self.conv_a.bias(ctx);
+        let h = self
+            .conv_a
+            .forward_fused(ctx, &h, kind, relu, Addend::Bias(&a_bias))?;
+        let h = self.bn2.forward(ctx, &h, z)?;
+        let shortcut_bias = (self.shortcut.bias(ctx) + self.conv_b.bias(ctx))?;
+        let (kind, x) = self.upsampled(x)?;
+        let plain = Fusion::default();
+        let shortcut =
+            self.shortcut
+                .forward_fused(ctx, &x, kind, plain, Addend::Bias(&shortcut_bias))?;
+        let residual = Addend::Residual(&shortcut);
+        self.conv_b
+            .forward_fused(ctx, &h, ConvKind::Same, relu, residual)
+    }
+
+    /// Returns the convolution kind and input that upsample `x` with this block's mode: zero
+    /// insertion runs inside the convolution, and nearest-neighbour upsampling before it.
+    /// ReLU commutes with both, so a fused ReLU on the input stays correct.
+    fn upsampled(&self, x: &Tensor) -> Result<(ConvKind, Tensor)> {
+        match self.upsample {
+            Upsample::Zeros => Ok((ConvKind::ZeroUpsampled, x.clone())),
+            Upsample::Nearest => Ok((ConvKind::Same, upsample(x, Upsample::Nearest)?)),
+        }
     }
 }
 
@@ -109,7 +137,61 @@ impl Generator {
         for block in &self.blocks {
             h = block.forward(ctx, &h, z)?;
         }
-        let h = self.final_norm.forward(ctx, &h, z)?.relu()?;
-        Ok(candle_nn::ops::sigmoid(&self.out.forward(ctx, &h)?)?)
+        let h = self.final_norm.forward(ctx, &h, z)?;
+        let relu = Fusion {
+            relu_input: true,
+            pool_output: false,
+        };
+        let bias = self.out.bias(ctx);
+        let logits = self
+            .out
+            .forward_fused(ctx, &h, ConvKind::Same, relu, Addend::Bias(&bias))?;
+        Ok(candle_nn::ops::sigmoid(&logits)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use candle_core::{Device, Tensor};
+    use rand::SeedableRng;
+    use rand_chacha::ChaCha8Rng;
+
+    use super::GeneratorBlock;
+    use crate::config::{ModelConfig, Upsample};
+    use crate::params::ParamStore;
+    use crate::resample::upsample;
+    use crate::test_support::{f64_builder, max_abs_difference, reference_conv, training_ctx};
+
+    #[test]
+    fn fused_block_matches_unfused_ops() {
+        let mut cfg = ModelConfig {
+            ch: 3,
+            z_dim: 4,
+            ..ModelConfig::default()
+        };
+        let mut store = ParamStore::default();
+        let mut rng = ChaCha8Rng::seed_from_u64(5);
+        let ctx = training_ctx();
+        for mode in [Upsample::Zeros, Upsample::Nearest] {
+            cfg.upsample = mode;
+            let mut builder = f64_builder(&mut store, &mut rng);
+            let block = GeneratorBlock::new(&mut builder, &format!("{mode:?}"), &cfg).unwrap();
+            for conv in [&block.conv_a, &block.conv_b, &block.shortcut] {
+                conv.randomize_bias();
+            }
+            let c = cfg.g_width();
+            let x = Tensor::randn(0f64, 1.0, (2, c, 3, 4), &Device::Cpu).unwrap();
+            let z = Tensor::randn(0f64, 1.0, (2, 4), &Device::Cpu).unwrap();
+            let h = block.bn1.forward(&ctx, &x, &z).unwrap().relu().unwrap();
+            let h = reference_conv(&ctx, &block.conv_a, &upsample(&h, mode).unwrap());
+            let h = block.bn2.forward(&ctx, &h, &z).unwrap().relu().unwrap();
+            let main = reference_conv(&ctx, &block.conv_b, &h);
+            let shortcut = reference_conv(&ctx, &block.shortcut, &upsample(&x, mode).unwrap());
+            let expected = (main + shortcut).unwrap();
+            let actual = block.forward(&ctx, &x, &z).unwrap();
+            assert_eq!(actual.dims(), expected.dims(), "{mode:?}: shape");
+            let error = max_abs_difference(&actual, &expected);
+            assert!(error < 1e-10, "{mode:?}: max abs error {error:e}");
+        }
     }
 }

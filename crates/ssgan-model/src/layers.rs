@@ -2,12 +2,10 @@
 
 use candle_core::{Tensor, Var};
 
-use crate::config::Upsample;
 use crate::ctx::Ctx;
 use crate::error::Result;
-use crate::kernels::{conv2d_same, conv2d_zero_upsampled};
+use crate::kernels::{Addend, ConvKind, Fusion, conv2d_fused};
 use crate::params::Builder;
-use crate::resample::upsample;
 use crate::spectral_norm::SpectralNorm;
 
 /// A k x k convolution, stride 1, "same" zero padding, with bias.
@@ -38,24 +36,40 @@ impl Conv2d {
         })
     }
 
-    /// Convolves x: [N, c_in, H, W] to [N, c_out, H, W], in x's dtype.
-    pub fn forward(&self, ctx: &Ctx, x: &Tensor) -> Result<Tensor> {
-        let weight = kernel_for_pass(ctx, &self.weight, self.spectral_norm.as_ref())?;
-        let bias = ctx.param(&self.bias);
-        Ok(conv2d_same(x, &weight, Some(&bias))?)
+    /// Returns the kernel [c_out, c_in, k, k] of this pass, spectrally normalised when enabled.
+    #[cfg(test)]
+    pub(crate) fn kernel(&self, ctx: &Ctx) -> Result<Tensor> {
+        kernel_for_pass(ctx, &self.weight, self.spectral_norm.as_ref())
     }
 
-    /// Upsamples x: [N, c_in, H, W] by 2 with `mode` and convolves it, giving
-    /// [N, c_out, 2H, 2W] in x's dtype. Zero insertion runs as one fused op that skips the
-    /// products with inserted zeros.
-    pub fn forward_upsampled(&self, ctx: &Ctx, x: &Tensor, mode: Upsample) -> Result<Tensor> {
+    /// Sets the bias to N(0, 1) draws, so that tests see where each layer's bias goes.
+    #[cfg(test)]
+    pub(crate) fn randomize_bias(&self) {
+        let values = self.bias.as_tensor().randn_like(0.0, 1.0).unwrap();
+        self.bias.set(&values).unwrap();
+    }
+
+    /// Returns the bias [c_out] of this pass: the variable itself, or a detached copy.
+    pub fn bias(&self, ctx: &Ctx) -> Tensor {
+        ctx.param(&self.bias)
+    }
+
+    /// Computes `addend + pool(conv(relu(x)))` for x: [N, c_in, H, W], where `kind` picks a
+    /// plain or a zero-upsampled convolution and `fusion` the ReLU and 2x2 average pooling.
+    ///
+    /// The output is [N, c_out, Ho, Wo] in x's dtype: (H, W), doubled for `ZeroUpsampled` and
+    /// halved when pooling. The addend is usually [`Conv2d::bias`], or a residual of the
+    /// output's shape to which its producer already added this layer's bias. Values are unbounded.
+    pub fn forward_fused(
+        &self,
+        ctx: &Ctx,
+        x: &Tensor,
+        kind: ConvKind,
+        fusion: Fusion,
+        addend: Addend,
+    ) -> Result<Tensor> {
         let weight = kernel_for_pass(ctx, &self.weight, self.spectral_norm.as_ref())?;
-        let bias = ctx.param(&self.bias);
-        let y = match mode {
-            Upsample::Zeros => conv2d_zero_upsampled(x, &weight, Some(&bias))?,
-            Upsample::Nearest => conv2d_same(&upsample(x, mode)?, &weight, Some(&bias))?,
-        };
-        Ok(y)
+        Ok(conv2d_fused(kind, x, &weight, addend, fusion)?)
     }
 }
 

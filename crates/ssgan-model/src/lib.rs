@@ -23,6 +23,8 @@ pub mod params;
 pub mod resample;
 pub mod rotation;
 pub mod spectral_norm;
+#[cfg(test)]
+mod test_support;
 
 pub use config::{LossConfig, ModelConfig, OptimConfig};
 pub use error::{ModelError, Result};

@@ -2,10 +2,14 @@
 //! kernel gradient, in f64 and f32, over shapes that exercise padding edges and odd sizes,
 //! plain and fused with zero-insertion upsampling.
 
+mod common;
+
 use candle_core::{DType, Device, Tensor, Var};
 use ssgan_model::config::Upsample;
 use ssgan_model::kernels::{conv2d_same, conv2d_zero_upsampled};
 use ssgan_model::resample::upsample;
+
+use common::max_relative_error;
 
 /// (batch, c_in, c_out, height, width, kernel)
 const SHAPES: [(usize, usize, usize, usize, usize, usize); 6] = [
@@ -61,16 +65,6 @@ fn run(
 fn candle_conv(x: &Tensor, w: &Tensor) -> Tensor {
     let k = w.dim(3).unwrap();
     x.conv2d(w, k / 2, 1, 1, 1).unwrap()
-}
-
-fn max_relative_error(actual: &[f64], expected: &[f64]) -> f64 {
-    assert_eq!(actual.len(), expected.len(), "lengths differ");
-    let scale = expected.iter().fold(1e-12f64, |m, v| m.max(v.abs()));
-    let diff = actual
-        .iter()
-        .zip(expected)
-        .fold(0f64, |m, (a, e)| m.max((a - e).abs()));
-    diff / scale
 }
 
 fn candle_upsampled_conv(x: &Tensor, w: &Tensor) -> Tensor {

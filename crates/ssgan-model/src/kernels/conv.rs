@@ -12,25 +12,36 @@
 //! backward instead of two.
 
 use candle_core::backend::BackendStorage;
-use candle_core::{CpuStorage, CustomOp3, DType, Layout, Shape, Tensor};
-use rayon::prelude::*;
+use candle_core::{CpuStorage, CustomOp2, CustomOp3, DType, Layout, Shape, Tensor};
 
-use super::im2col::{col2im, im2col};
-use super::matmul::{Float, MatRef, matmul};
-use super::plan::{ConvKind, ConvPlan, Phase};
+use super::conv_compute::{AddendData, FusedPlan, Fusion, forward, input_grad, kernel_grad};
+use super::plan::{ConvKind, ConvPlan};
 use super::storage::slice;
+
+/// The term that a fused convolution adds to its (pooled) output.
+#[derive(Clone, Copy)]
+pub enum Addend<'a> {
+    /// Nothing.
+    None,
+    /// A bias [O], one value per output channel.
+    Bias(&'a Tensor),
+    /// A residual of the op's output shape [N, O, Ho', Wo'], for example a shortcut branch.
+    Residual(&'a Tensor),
+}
 
 /// Convolves x [N, C, H, W] with kernel [O, C, k, k] (k odd), stride 1, zero padding k / 2,
 /// and adds `bias` [O] when given, giving [N, O, H, W].
 ///
-/// All tensors must have the same dtype, F32 or F64. On the CPU this runs the im2col + GEMM
-/// op, whose backward uses the same kernels. On other devices it calls candle's conv2d.
+/// All tensors must have the same dtype, F32 or F64, and any values. On the CPU this runs the
+/// im2col + GEMM op, whose backward uses the same kernels. On other devices it calls candle's
+/// conv2d.
 pub fn conv2d_same(
     x: &Tensor,
     kernel: &Tensor,
     bias: Option<&Tensor>,
 ) -> candle_core::Result<Tensor> {
-    conv2d(ConvKind::Same, x, kernel, bias)
+    let addend = bias.map_or(Addend::None, Addend::Bias);
+    conv2d_fused(ConvKind::Same, x, kernel, addend, Fusion::default())
 }
 
 /// Convolves the zero-insertion upsampling of x [N, C, H, W] (x[i, j] at (2i, 2j), zeros at
@@ -45,57 +56,104 @@ pub fn conv2d_zero_upsampled(
     kernel: &Tensor,
     bias: Option<&Tensor>,
 ) -> candle_core::Result<Tensor> {
-    conv2d(ConvKind::ZeroUpsampled, x, kernel, bias)
+    let addend = bias.map_or(Addend::None, Addend::Bias);
+    conv2d_fused(
+        ConvKind::ZeroUpsampled,
+        x,
+        kernel,
+        addend,
+        Fusion::default(),
+    )
 }
 
-fn conv2d(
+/// Computes `addend + pool(conv(relu(x)))` for a convolution of `kind` of x [N, C, H, W] with
+/// kernel [O, C, k, k] (k odd), where the ReLU and the 2x2 average pooling run only when
+/// `fusion` asks for them.
+///
+/// The output is [N, O, Ho, Wo] with (Ho, Wo) = (H, W) for `Same` and (2H, 2W) for
+/// `ZeroUpsampled`, halved when pooling (the unpooled size must then be even). A residual
+/// addend must have that output shape. All tensors share one dtype, F32 or F64, with any
+/// values. Differentiable in every input, through the same kernels on the CPU; other devices
+/// and dtypes run candle's ops.
+pub fn conv2d_fused(
     kind: ConvKind,
     x: &Tensor,
     kernel: &Tensor,
-    bias: Option<&Tensor>,
+    addend: Addend,
+    fusion: Fusion,
 ) -> candle_core::Result<Tensor> {
-    if !runs_on_kernels(x, kernel)? {
-        return candle_conv2d(kind, x, kernel, bias);
+    let plan = checked_plan(kind, x, kernel, fusion)?;
+    if !runs_on_kernels(x) {
+        return candle_conv2d(kind, x, kernel, addend, fusion);
     }
-    let bias = match bias {
-        Some(bias) => bias.contiguous()?,
-        None => Tensor::zeros(kernel.dim(0)?, kernel.dtype(), kernel.device())?,
+    let addend = match addend {
+        Addend::None => Tensor::zeros(plan.conv.c_out, kernel.dtype(), kernel.device())?,
+        Addend::Bias(bias) => bias.contiguous()?,
+        Addend::Residual(residual) => {
+            let (h, w) = plan.output();
+            let expected = [plan.conv.batch, plan.conv.c_out, h, w];
+            if residual.dims() != expected {
+                let message = format!(
+                    "conv2d: residual {:?} does not match the output {expected:?}",
+                    residual.dims()
+                );
+                return Err(candle_core::Error::msg(message));
+            }
+            residual.contiguous()?
+        }
     };
+    let op = ConvOp { kind, fusion };
     x.contiguous()?
-        .apply_op3(&kernel.contiguous()?, &bias, ConvOp(kind))
+        .apply_op3(&kernel.contiguous()?, &addend, op)
 }
 
-/// The same convolution from candle's own ops, for devices and dtypes the kernels lack.
+/// The same function from candle's own ops, for devices and dtypes the kernels lack.
 fn candle_conv2d(
     kind: ConvKind,
     x: &Tensor,
     kernel: &Tensor,
-    bias: Option<&Tensor>,
+    addend: Addend,
+    fusion: Fusion,
 ) -> candle_core::Result<Tensor> {
+    let x = if fusion.relu_input {
+        x.relu()?
+    } else {
+        x.clone()
+    };
     let x = match kind {
-        ConvKind::Same => x.clone(),
-        ConvKind::ZeroUpsampled => crate::resample::upsample(x, crate::config::Upsample::Zeros)
+        ConvKind::Same => x,
+        ConvKind::ZeroUpsampled => crate::resample::upsample(&x, crate::config::Upsample::Zeros)
             .map_err(candle_core::Error::wrap)?,
     };
     let y = x.conv2d(kernel, kernel.dim(3)? / 2, 1, 1, 1)?;
-    match bias {
-        Some(bias) => y.broadcast_add(&bias.reshape((1, (), 1, 1))?),
-        None => Ok(y),
+    let y = if fusion.pool_output {
+        y.avg_pool2d(2)?
+    } else {
+        y
+    };
+    match addend {
+        Addend::None => Ok(y),
+        Addend::Bias(bias) => y.broadcast_add(&bias.reshape((1, (), 1, 1))?),
+        Addend::Residual(residual) => y + residual,
     }
 }
 
-/// Computes the input gradient of a convolution of `kind`: dy [N, O, Ho, Wo] and kernel
+/// Computes the input gradient of a plain convolution of `kind`: dy [N, O, Ho, Wo] and kernel
 /// [O, C, k, k] give dx [N, C, H, W]. CPU only, F32 or F64.
 pub fn conv2d_input_grad(
     kind: ConvKind,
     dy: &Tensor,
     kernel: &Tensor,
 ) -> candle_core::Result<Tensor> {
+    let op = InputGradOp {
+        kind,
+        fusion: Fusion::default(),
+    };
     dy.contiguous()?
-        .apply_op2_no_bwd(&kernel.contiguous()?, &InputGradOp(kind))
+        .apply_op2_no_bwd(&kernel.contiguous()?, &op)
 }
 
-/// Computes the kernel gradient of a convolution of `kind`: x [N, C, H, W] and dy
+/// Computes the kernel gradient of a plain convolution of `kind`: x [N, C, H, W] and dy
 /// [N, O, Ho, Wo] give the gradient of a kernel of shape `kernel` = (O, C, k, k). CPU only,
 /// F32 or F64.
 pub fn conv2d_kernel_grad(
@@ -104,13 +162,33 @@ pub fn conv2d_kernel_grad(
     dy: &Tensor,
     kernel: (usize, usize, usize, usize),
 ) -> candle_core::Result<Tensor> {
-    x.contiguous()?
-        .apply_op2_no_bwd(&dy.contiguous()?, &KernelGradOp { kind, kernel })
+    fused_kernel_grad(kind, Fusion::default(), x, dy, kernel)
 }
 
-fn runs_on_kernels(x: &Tensor, kernel: &Tensor) -> candle_core::Result<bool> {
+fn fused_kernel_grad(
+    kind: ConvKind,
+    fusion: Fusion,
+    x: &Tensor,
+    dy: &Tensor,
+    kernel: (usize, usize, usize, usize),
+) -> candle_core::Result<Tensor> {
+    let op = KernelGradOp {
+        kind,
+        fusion,
+        kernel,
+    };
+    x.contiguous()?.apply_op2_no_bwd(&dy.contiguous()?, &op)
+}
+
+/// Plans the op and checks the shapes of x and the kernel.
+fn checked_plan(
+    kind: ConvKind,
+    x: &Tensor,
+    kernel: &Tensor,
+    fusion: Fusion,
+) -> candle_core::Result<FusedPlan> {
     let (_, c, _, _) = x.dims4()?;
-    let (_, c_kernel, k, k_w) = kernel.dims4()?;
+    let (o, c_kernel, k, k_w) = kernel.dims4()?;
     if c != c_kernel || k != k_w || k % 2 == 0 {
         let message = format!(
             "conv2d: input {:?} and kernel {:?} do not match; expected [N, C, H, W] and \
@@ -120,19 +198,35 @@ fn runs_on_kernels(x: &Tensor, kernel: &Tensor) -> candle_core::Result<bool> {
         );
         return Err(candle_core::Error::msg(message));
     }
-    let supported = matches!(x.dtype(), DType::F32 | DType::F64);
-    Ok(x.device().is_cpu() && supported)
+    let conv = ConvPlan::new(kind, x.dims4()?, (o, k));
+    let (h, w) = conv.output;
+    if fusion.pool_output && (h % 2 != 0 || w % 2 != 0) {
+        let message = format!("conv2d: cannot pool an output of odd size {h}x{w} by 2x2");
+        return Err(candle_core::Error::msg(message));
+    }
+    Ok(FusedPlan { conv, fusion })
 }
 
-/// Forward op: (x, kernel, bias) -> y.
-struct ConvOp(ConvKind);
+fn runs_on_kernels(x: &Tensor) -> bool {
+    x.device().is_cpu() && matches!(x.dtype(), DType::F32 | DType::F64)
+}
 
-/// Input gradient: (dy, kernel) -> dx.
-struct InputGradOp(ConvKind);
+/// Forward op: (x, kernel, addend) -> y, with the addend [O] or of y's shape.
+struct ConvOp {
+    kind: ConvKind,
+    fusion: Fusion,
+}
+
+/// Input gradient: (dy, kernel) -> dx, or (dy, kernel, x) -> dx with a rectified input.
+struct InputGradOp {
+    kind: ConvKind,
+    fusion: Fusion,
+}
 
 /// Kernel gradient: (x, dy) -> dkernel of shape `kernel`.
 struct KernelGradOp {
     kind: ConvKind,
+    fusion: Fusion,
     kernel: (usize, usize, usize, usize),
 }
 
@@ -147,28 +241,28 @@ impl CustomOp3 for ConvOp {
         x_layout: &Layout,
         w: &CpuStorage,
         w_layout: &Layout,
-        b: &CpuStorage,
-        b_layout: &Layout,
+        a: &CpuStorage,
+        a_layout: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let (o, _, k, _) = w_layout.shape().dims4()?;
-        let plan = ConvPlan::new(self.0, x_layout.shape().dims4()?, (o, k));
-        let shape = Shape::from((plan.batch, o, plan.output.0, plan.output.1));
-        let storage = match (x, w, b) {
-            (CpuStorage::F32(x), CpuStorage::F32(w), CpuStorage::F32(b)) => {
-                let inputs = (
-                    slice(x, x_layout)?,
-                    slice(w, w_layout)?,
-                    slice(b, b_layout)?,
-                );
-                CpuStorage::F32(forward(&plan, inputs))
+        let conv = ConvPlan::new(self.kind, x_layout.shape().dims4()?, (o, k));
+        let plan = FusedPlan {
+            conv,
+            fusion: self.fusion,
+        };
+        let (h, width) = plan.output();
+        let shape = Shape::from((plan.conv.batch, o, h, width));
+        let is_bias = a_layout.shape().rank() == 1;
+        let storage = match (x, w, a) {
+            (CpuStorage::F32(x), CpuStorage::F32(w), CpuStorage::F32(a)) => {
+                let (x, w) = (slice(x, x_layout)?, slice(w, w_layout)?);
+                let addend = addend_data(slice(a, a_layout)?, is_bias);
+                CpuStorage::F32(forward(&plan, x, w, addend))
             }
-            (CpuStorage::F64(x), CpuStorage::F64(w), CpuStorage::F64(b)) => {
-                let inputs = (
-                    slice(x, x_layout)?,
-                    slice(w, w_layout)?,
-                    slice(b, b_layout)?,
-                );
-                CpuStorage::F64(forward(&plan, inputs))
+            (CpuStorage::F64(x), CpuStorage::F64(w), CpuStorage::F64(a)) => {
+                let (x, w) = (slice(x, x_layout)?, slice(w, w_layout)?);
+                let addend = addend_data(slice(a, a_layout)?, is_bias);
+                CpuStorage::F64(forward(&plan, x, w, addend))
             }
             _ => return Err(dtype_error(self.name(), x.dtype(), w.dtype())),
         };
@@ -179,30 +273,107 @@ impl CustomOp3 for ConvOp {
         &self,
         x: &Tensor,
         kernel: &Tensor,
-        bias: &Tensor,
+        addend: &Tensor,
         _y: &Tensor,
         dy: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let dy = dy.contiguous()?;
         let dx = match x.track_op() {
-            true => Some(conv2d_input_grad(self.0, dy, kernel)?),
+            true => Some(self.input_grad(&dy, kernel, x)?),
             false => None,
         };
         let dkernel = match kernel.track_op() {
-            true => Some(conv2d_kernel_grad(self.0, x, dy, kernel.dims4()?)?),
+            true => {
+                let shape = kernel.dims4()?;
+                Some(fused_kernel_grad(self.kind, self.fusion, x, &dy, shape)?)
+            }
             false => None,
         };
-        // The parallel per-channel kernel: candle's sum((0, 2, 3)) runs on one thread.
-        let dbias = match bias.track_op() {
-            true => Some(super::norm::channel_moments(dy)?.narrow(0, 0, bias.dim(0)?)?),
-            false => None,
+        let daddend = match (addend.track_op(), addend.rank()) {
+            (false, _) => None,
+            // The parallel per-channel kernel: candle's sum((0, 2, 3)) runs on one thread.
+            (true, 1) => Some(super::norm::channel_moments(&dy)?.narrow(0, 0, addend.dim(0)?)?),
+            (true, _) => Some(dy),
         };
-        Ok((dx, dkernel, dbias))
+        Ok((dx, dkernel, daddend))
     }
 }
 
-impl candle_core::CustomOp2 for InputGradOp {
+impl ConvOp {
+    fn input_grad(&self, dy: &Tensor, kernel: &Tensor, x: &Tensor) -> candle_core::Result<Tensor> {
+        let op = InputGradOp {
+            kind: self.kind,
+            fusion: self.fusion,
+        };
+        let kernel = kernel.contiguous()?;
+        match self.fusion.relu_input {
+            true => dy.apply_op3_no_bwd(&kernel, x, &op),
+            false => dy.apply_op2_no_bwd(&kernel, &op),
+        }
+    }
+}
+
+impl InputGradOp {
+    /// Plans the convolution whose output gradient has the layout `dy` and kernel `w`.
+    fn plan(&self, dy: &Layout, w: &Layout) -> candle_core::Result<FusedPlan> {
+        let (n, _, ho, wo) = dy.shape().dims4()?;
+        let (o, c, k, _) = w.shape().dims4()?;
+        let (ho, wo) = match self.fusion.pool_output {
+            true => (2 * ho, 2 * wo),
+            false => (ho, wo),
+        };
+        let (h, width) = match self.kind {
+            ConvKind::Same => (ho, wo),
+            ConvKind::ZeroUpsampled => (ho / 2, wo / 2),
+        };
+        let conv = ConvPlan::new(self.kind, (n, c, h, width), (o, k));
+        Ok(FusedPlan {
+            conv,
+            fusion: self.fusion,
+        })
+    }
+
+    fn run(
+        &self,
+        (dy, dy_layout): (&CpuStorage, &Layout),
+        (w, w_layout): (&CpuStorage, &Layout),
+        x: Option<(&CpuStorage, &Layout)>,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let plan = self.plan(dy_layout, w_layout)?;
+        let conv = &plan.conv;
+        let shape = Shape::from((conv.batch, conv.c_in, conv.input.0, conv.input.1));
+        let storage = match (dy, w, x) {
+            (CpuStorage::F32(dy), CpuStorage::F32(w), x) => {
+                let x = match x {
+                    Some((CpuStorage::F32(x), l)) => Some(slice(x, l)?),
+                    Some(_) => return Err(dtype_error(self.name(), DType::F32, DType::F64)),
+                    None => None,
+                };
+                let (dy, w) = (slice(dy, dy_layout)?, slice(w, w_layout)?);
+                CpuStorage::F32(input_grad(&plan, dy, w, x))
+            }
+            (CpuStorage::F64(dy), CpuStorage::F64(w), x) => {
+                let x = match x {
+                    Some((CpuStorage::F64(x), l)) => Some(slice(x, l)?),
+                    Some(_) => return Err(dtype_error(self.name(), DType::F64, DType::F32)),
+                    None => None,
+                };
+                let (dy, w) = (slice(dy, dy_layout)?, slice(w, w_layout)?);
+                CpuStorage::F64(input_grad(&plan, dy, w, x))
+            }
+            _ => return Err(dtype_error(self.name(), dy.dtype(), w.dtype())),
+        };
+        Ok((storage, shape))
+    }
+
     fn name(&self) -> &'static str {
         "conv2d-im2col-input-grad"
+    }
+}
+
+impl CustomOp2 for InputGradOp {
+    fn name(&self) -> &'static str {
+        InputGradOp::name(self)
     }
 
     fn cpu_fwd(
@@ -212,31 +383,29 @@ impl candle_core::CustomOp2 for InputGradOp {
         w: &CpuStorage,
         w_layout: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (n, _, ho, wo) = dy_layout.shape().dims4()?;
-        let (o, c, k, _) = w_layout.shape().dims4()?;
-        let (h, width) = match self.0 {
-            ConvKind::Same => (ho, wo),
-            ConvKind::ZeroUpsampled => (ho / 2, wo / 2),
-        };
-        let plan = ConvPlan::new(self.0, (n, c, h, width), (o, k));
-        let storage = match (dy, w) {
-            (CpuStorage::F32(dy), CpuStorage::F32(w)) => CpuStorage::F32(input_grad(
-                &plan,
-                slice(dy, dy_layout)?,
-                slice(w, w_layout)?,
-            )),
-            (CpuStorage::F64(dy), CpuStorage::F64(w)) => CpuStorage::F64(input_grad(
-                &plan,
-                slice(dy, dy_layout)?,
-                slice(w, w_layout)?,
-            )),
-            _ => return Err(dtype_error(self.name(), dy.dtype(), w.dtype())),
-        };
-        Ok((storage, Shape::from((n, c, h, width))))
+        self.run((dy, dy_layout), (w, w_layout), None)
     }
 }
 
-impl candle_core::CustomOp2 for KernelGradOp {
+impl CustomOp3 for InputGradOp {
+    fn name(&self) -> &'static str {
+        InputGradOp::name(self)
+    }
+
+    fn cpu_fwd(
+        &self,
+        dy: &CpuStorage,
+        dy_layout: &Layout,
+        w: &CpuStorage,
+        w_layout: &Layout,
+        x: &CpuStorage,
+        x_layout: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        self.run((dy, dy_layout), (w, w_layout), Some((x, x_layout)))
+    }
+}
+
+impl CustomOp2 for KernelGradOp {
     fn name(&self) -> &'static str {
         "conv2d-im2col-kernel-grad"
     }
@@ -249,7 +418,11 @@ impl candle_core::CustomOp2 for KernelGradOp {
         dy_layout: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let (o, _, k, _) = self.kernel;
-        let plan = ConvPlan::new(self.kind, x_layout.shape().dims4()?, (o, k));
+        let conv = ConvPlan::new(self.kind, x_layout.shape().dims4()?, (o, k));
+        let plan = FusedPlan {
+            conv,
+            fusion: self.fusion,
+        };
         let storage = match (x, dy) {
             (CpuStorage::F32(x), CpuStorage::F32(dy)) => CpuStorage::F32(kernel_grad(
                 &plan,
@@ -267,182 +440,12 @@ impl candle_core::CustomOp2 for KernelGradOp {
     }
 }
 
-/// Per-thread buffers: one patch matrix and one phase of the output.
-struct Scratch<T> {
-    patches: Vec<T>,
-    phase_out: Vec<T>,
-}
-
-impl<T: Float> Scratch<T> {
-    fn new(plan: &ConvPlan) -> Self {
-        let rows = plan
-            .phases
-            .iter()
-            .map(|p| p.patches.rows())
-            .max()
-            .unwrap_or(0);
-        let pixels = plan.input.0 * plan.input.1;
-        Self {
-            patches: vec![T::ZERO; rows * pixels],
-            phase_out: vec![T::ZERO; plan.c_out * pixels],
-        }
+/// Reads the addend of [`ConvOp`]: a bias [O] when `is_bias`, else a residual.
+fn addend_data<T>(data: &[T], is_bias: bool) -> AddendData<'_, T> {
+    match is_bias {
+        true => AddendData::Bias(data),
+        false => AddendData::Residual(data),
     }
-}
-
-/// y_n = kernel_p [O, rows] x patches_p(x_n) [rows, HW] for every image n and phase p, plus
-/// the bias of each output channel.
-fn forward<T: Float>(plan: &ConvPlan, (x, w, bias): (&[T], &[T], &[T])) -> Vec<T> {
-    let kernels: Vec<Vec<T>> = plan
-        .phases
-        .iter()
-        .map(|p| plan.gather_kernel(p, w))
-        .collect();
-    let mut y = vec![T::ZERO; plan.batch * plan.output_len()];
-    let images = x.par_chunks(plan.input_len());
-    let outputs = y.par_chunks_mut(plan.output_len());
-    images.zip(outputs).for_each_init(
-        || Scratch::new(plan),
-        |scratch, (image, out)| {
-            for (phase, kernel) in plan.phases.iter().zip(&kernels) {
-                forward_phase(plan, phase, kernel, image, out, scratch);
-            }
-            add_bias(out, bias);
-        },
-    );
-    y
-}
-
-/// Adds bias[o] to every pixel of channel o of one output image [O, Ho * Wo].
-fn add_bias<T: Float>(out: &mut [T], bias: &[T]) {
-    let pixels = out.len() / bias.len();
-    for (plane, &b) in out.chunks_mut(pixels).zip(bias) {
-        plane.iter_mut().for_each(|v| *v += b);
-    }
-}
-
-fn forward_phase<T: Float>(
-    plan: &ConvPlan,
-    phase: &Phase,
-    kernel: &[T],
-    image: &[T],
-    out: &mut [T],
-    scratch: &mut Scratch<T>,
-) {
-    let geom = &phase.patches;
-    let patches = &mut scratch.patches[..geom.rows() * geom.pixels()];
-    im2col(geom, image, patches);
-    let kernel = MatRef::new(kernel, plan.c_out, geom.rows());
-    let patches = MatRef::new(patches, geom.rows(), geom.pixels());
-    if plan.is_direct() {
-        matmul(kernel, patches, out, false);
-    } else {
-        matmul(kernel, patches, &mut scratch.phase_out, false);
-        plan.scatter_output(phase, &scratch.phase_out, out);
-    }
-}
-
-/// dpatches_p = kernel_p^T x dy_p [O, HW], then col2im onto dx_n, for every image and phase.
-fn input_grad<T: Float>(plan: &ConvPlan, dy: &[T], w: &[T]) -> Vec<T> {
-    let kernels: Vec<Vec<T>> = plan
-        .phases
-        .iter()
-        .map(|p| plan.gather_kernel(p, w))
-        .collect();
-    let mut dx = vec![T::ZERO; plan.batch * plan.input_len()];
-    let grads = dy.par_chunks(plan.output_len());
-    let inputs = dx.par_chunks_mut(plan.input_len());
-    grads.zip(inputs).for_each_init(
-        || Scratch::new(plan),
-        |scratch, (grad, image)| {
-            for (phase, kernel) in plan.phases.iter().zip(&kernels) {
-                input_grad_phase(plan, phase, kernel, grad, image, scratch);
-            }
-        },
-    );
-    dx
-}
-
-fn input_grad_phase<T: Float>(
-    plan: &ConvPlan,
-    phase: &Phase,
-    kernel: &[T],
-    grad: &[T],
-    image: &mut [T],
-    scratch: &mut Scratch<T>,
-) {
-    let geom = &phase.patches;
-    let kernel_t = MatRef::new(kernel, plan.c_out, geom.rows()).t();
-    let grad = phase_grad(plan, phase, grad, &mut scratch.phase_out);
-    let patches = &mut scratch.patches[..geom.rows() * geom.pixels()];
-    matmul(kernel_t, grad, patches, false);
-    col2im(geom, patches, image);
-}
-
-/// The output gradient of one phase as a matrix [O, HW]: the image's own gradient when the
-/// plan writes in place, else the phase's pixels gathered into `buf`.
-fn phase_grad<'a, T: Float>(
-    plan: &ConvPlan,
-    phase: &Phase,
-    grad: &'a [T],
-    buf: &'a mut [T],
-) -> MatRef<'a, T> {
-    let pixels = phase.patches.pixels();
-    if plan.is_direct() {
-        return MatRef::new(grad, plan.c_out, pixels);
-    }
-    plan.gather_output(phase, grad, buf);
-    MatRef::new(buf, plan.c_out, pixels)
-}
-
-/// dkernel = sum over images n and phases p of dy_p [O, HW] x patches_p(x_n)^T [HW, rows].
-///
-/// Images are split into one contiguous group per rayon thread, and each group sums into its
-/// own buffers. The buffers are added in group order, so the result depends on the thread
-/// count but not on scheduling.
-fn kernel_grad<T: Float>(plan: &ConvPlan, x: &[T], dy: &[T]) -> Vec<T> {
-    let groups = rayon::current_num_threads().clamp(1, plan.batch.max(1));
-    let per_group = plan.batch.div_ceil(groups);
-    let partials: Vec<Vec<Vec<T>>> = (0..groups)
-        .into_par_iter()
-        .map(|g| {
-            let images = g * per_group..((g + 1) * per_group).min(plan.batch);
-            kernel_grad_group(plan, x, dy, images)
-        })
-        .collect();
-    let mut total = vec![T::ZERO; plan.kernel_len()];
-    for partial in &partials {
-        for (phase, grad) in plan.phases.iter().zip(partial) {
-            plan.scatter_kernel(phase, grad, &mut total);
-        }
-    }
-    total
-}
-
-fn kernel_grad_group<T: Float>(
-    plan: &ConvPlan,
-    x: &[T],
-    dy: &[T],
-    images: std::ops::Range<usize>,
-) -> Vec<Vec<T>> {
-    let mut sums: Vec<Vec<T>> = plan
-        .phases
-        .iter()
-        .map(|p| vec![T::ZERO; plan.c_out * p.patches.rows()])
-        .collect();
-    let mut scratch = Scratch::new(plan);
-    for n in images {
-        let image = &x[n * plan.input_len()..(n + 1) * plan.input_len()];
-        let grad = &dy[n * plan.output_len()..(n + 1) * plan.output_len()];
-        for (phase, sum) in plan.phases.iter().zip(&mut sums) {
-            let geom = &phase.patches;
-            let patches = &mut scratch.patches[..geom.rows() * geom.pixels()];
-            im2col(geom, image, patches);
-            let patches_t = MatRef::new(patches, geom.rows(), geom.pixels()).t();
-            let grad = phase_grad(plan, phase, grad, &mut scratch.phase_out);
-            matmul(grad, patches_t, sum, true);
-        }
-    }
-    sums
 }
 
 fn dtype_error(op: &str, a: DType, b: DType) -> candle_core::Error {

@@ -12,21 +12,25 @@ pub trait Float:
     + std::ops::Add<Output = Self>
     + std::ops::Sub<Output = Self>
     + std::ops::Mul<Output = Self>
+    + PartialOrd
     + std::fmt::Debug
     + 'static
 {
     const ZERO: Self;
     const ONE: Self;
+    const QUARTER: Self;
 }
 
 impl Float for f32 {
     const ZERO: Self = 0.0;
     const ONE: Self = 1.0;
+    const QUARTER: Self = 0.25;
 }
 
 impl Float for f64 {
     const ZERO: Self = 0.0;
     const ONE: Self = 1.0;
+    const QUARTER: Self = 0.25;
 }
 
 /// A read-only row-major matrix, or the transpose of one, over a slice.

@@ -1,12 +1,16 @@
 //! CPU kernels that replace slow candle ops on the training hot path.
 
 mod conv;
+mod conv_compute;
 mod im2col;
 mod matmul;
 mod norm;
 mod plan;
 mod storage;
 
-pub use conv::{conv2d_input_grad, conv2d_kernel_grad, conv2d_same, conv2d_zero_upsampled};
+pub use conv::{
+    Addend, conv2d_fused, conv2d_input_grad, conv2d_kernel_grad, conv2d_same, conv2d_zero_upsampled,
+};
+pub use conv_compute::Fusion;
 pub use norm::{channel_moments, normalize_affine};
 pub use plan::ConvKind;

@@ -81,3 +81,14 @@ pub fn to_vec(t: &Tensor) -> Vec<f64> {
         .and_then(|t| t.to_vec1::<f64>())
         .expect("values")
 }
+
+/// Returns max |actual - expected| divided by max |expected| (at least 1e-12).
+pub fn max_relative_error(actual: &[f64], expected: &[f64]) -> f64 {
+    assert_eq!(actual.len(), expected.len(), "lengths differ");
+    let scale = expected.iter().fold(1e-12f64, |m, v| m.max(v.abs()));
+    let diff = actual
+        .iter()
+        .zip(expected)
+        .fold(0f64, |m, (a, e)| m.max((a - e).abs()));
+    diff / scale
+}

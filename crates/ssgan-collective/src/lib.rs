@@ -32,6 +32,7 @@ mod gradients;
 mod ring;
 mod single;
 mod tensor;
+mod watchdog;
 
 pub use bench::{AllReduceBenchRow, bench_all_reduce};
 pub use error::CollectiveError;
@@ -42,6 +43,7 @@ pub use gradients::{
 pub use ring::{RingConfig, RingListener, RingMembership, TcpRing};
 pub use single::SingleRank;
 pub use tensor::all_reduce_sum_tensor;
+pub use watchdog::{CollectiveLibrary, FailureReason, Ticket, Watchdog, WatchdogFailure};
 
 /// A group of `world_size` ranks that run the same sequence of collective calls.
 ///

@@ -33,9 +33,9 @@ async fn unique_id_reaches_every_rank() {
     let storage = tempfile::tempdir().unwrap();
     let coordinator = start(storage.path()).await;
     let mut client = run_client(&coordinator).await;
-    create_run(&mut client, "gpu", 3).await;
+    create_run(&mut client, "gpu", 4).await;
     let mut workers = Vec::new();
-    for name in ["g0", "g1", "g2"] {
+    for name in ["g0", "g1", "g2", "g3"] {
         workers.push(FakeWorker::join_gpu(&coordinator, name, NCCL_2_30).await);
     }
     let mut assignments = Vec::new();
@@ -45,7 +45,7 @@ async fn unique_id_reaches_every_rank() {
     let id: Vec<u8> = (0..128).map(|i| (i * 7 % 251) as u8).collect();
 
     // Rank 0 reports last, so the relay cannot depend on its report coming first.
-    for rank in [2, 1, 0] {
+    for rank in [3, 2, 1, 0] {
         let assignment = &assignments[rank];
         assert_eq!(assignment.rank as usize, rank);
         let unique_id = if rank == 0 { id.clone() } else { Vec::new() };
@@ -55,7 +55,7 @@ async fn unique_id_reaches_every_rank() {
     for worker in &mut workers {
         let rendezvous = next_rendezvous(worker).await;
         assert_eq!(rendezvous.nccl_unique_id, id, "{}", worker.worker_id);
-        assert_eq!(rendezvous.addresses.len(), 3);
+        assert_eq!(rendezvous.addresses.len(), 4);
     }
     coordinator.shutdown().await.unwrap();
 }

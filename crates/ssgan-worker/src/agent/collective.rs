@@ -12,7 +12,7 @@ use ssgan_collective::{
 use ssgan_proto::v1::Rendezvous;
 
 use crate::DeviceSpec;
-use crate::error::{Result, WorkerError};
+use crate::error::Result;
 
 /// What a rank prepares on its Assignment, before the Rendezvous.
 pub(super) enum Bootstrap {
@@ -145,7 +145,7 @@ impl JobComm {
 }
 
 /// Parses the rendezvous addresses, ordered by rank.
-fn parse_addresses(addresses: &[String]) -> Result<Vec<SocketAddr>, String> {
+fn parse_addresses(addresses: &[String]) -> std::result::Result<Vec<SocketAddr>, String> {
     addresses
         .iter()
         .map(|a| {
@@ -187,7 +187,7 @@ fn join_nccl(
     _unique_id: &[u8],
     _timeout: Duration,
 ) -> Result<Arc<dyn Communicator>> {
-    Err(WorkerError::InvalidValue {
+    Err(crate::WorkerError::InvalidValue {
         key: "device",
         value: format!("an NCCL group of {world_size} ranks"),
         expected: "a build with the `cuda` feature".to_owned(),

@@ -82,7 +82,7 @@ pub enum AgentError {
     #[error("cannot open device {device}: {source}")]
     Device {
         device: String,
-        source: crate::WorkerError,
+        source: Box<crate::WorkerError>,
     },
     /// The coordinator rejected this worker, for example because its version differs.
     #[error("the coordinator at {url} rejected this worker: {status}")]
@@ -178,7 +178,7 @@ impl AgentDevice {
     fn open(spec: DeviceSpec) -> Result<Self, AgentError> {
         let device_error = |source| AgentError::Device {
             device: spec.to_string(),
-            source,
+            source: Box::new(source),
         };
         let device = spec.open().map_err(device_error)?;
         let gpu = gpu_info(&device).map_err(device_error)?;

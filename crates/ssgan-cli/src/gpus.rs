@@ -1,8 +1,8 @@
 //! `ssgan worker --gpus all|N`: one worker process per GPU of this machine, each with
 //! `--device cuda:I`, supervised by this process.
 //!
-//! Every child sees all GPUs (CUDA_VISIBLE_DEVICES is left as it is), so NCCL can find the
-//! peer-to-peer links between them. The supervisor forwards SIGINT and SIGTERM to the
+//! CUDA_VISIBLE_DEVICES is passed on unchanged, so every child can use all GPUs and NCCL can
+//! find the peer-to-peer links between them. The supervisor forwards SIGINT and SIGTERM to the
 //! children. When one child exits, it stops the others and exits too, non-zero unless all
 //! exited with status 0, so that a pod restart brings the whole set back.
 
@@ -75,10 +75,12 @@ pub fn child_args(shared: &[String], ordinal: usize) -> Vec<String> {
 /// Starts one worker per GPU with `shared` arguments and supervises them until they end.
 pub fn run_per_gpu(count: GpuCount, shared: &[String]) -> Result<i32> {
     let gpus = resolve(count)?;
+
     let terminate = Arc::new(AtomicBool::new(false));
     let flag = terminate.clone();
     ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst))
         .context("cannot install the SIGINT/SIGTERM handler")?;
+
     let executable = std::env::current_exe().context("cannot find the ssgan executable")?;
     let mut children = Vec::with_capacity(gpus);
     for ordinal in 0..gpus {
@@ -95,6 +97,7 @@ pub fn run_per_gpu(count: GpuCount, shared: &[String]) -> Result<i32> {
         }
         tracing::info!(device = %format!("cuda:{ordinal}"), pid = children[ordinal].id(), "worker started");
     }
+
     let first = wait_for_first_exit(&mut children, &terminate)?;
     if let Some((ordinal, status)) = first {
         tracing::warn!(device = %format!("cuda:{ordinal}"), %status, "worker exited; stopping the others");

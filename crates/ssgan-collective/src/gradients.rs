@@ -30,9 +30,9 @@ pub fn all_reduce_mean_in_place(
 /// rank nothing is done. A peer's failure returns the communicator's error and leaves `grads`
 /// unchanged.
 ///
-/// Gradients on a CUDA device stay there: they are concatenated into one device tensor,
-/// BF16 when all of them are BF16 and F32 otherwise, whose buckets are summed in place
-/// (by NCCL on the device, or through the host for other communicators).
+/// Gradients on a CUDA device stay there. They are concatenated into one device tensor, BF16
+/// when all of them are BF16 and F32 otherwise. NCCL sums its buckets in place on the device,
+/// and other communicators through the host.
 pub fn all_reduce_mean_bucketed(
     comm: &dyn Communicator,
     grads: &mut [Tensor],
@@ -60,8 +60,8 @@ pub fn all_reduce_mean_bucketed(
     restore(grads, &flat)
 }
 
-/// The device-resident variant of [`all_reduce_mean_bucketed`]; it also runs on the CPU for
-/// F32 gradients, which the tests use.
+/// Averages `grads` like [`all_reduce_mean_bucketed`] without leaving their device. It also
+/// runs on the CPU for F32 gradients, which the tests use.
 fn all_reduce_mean_on_device(
     comm: &dyn Communicator,
     grads: &mut [Tensor],
@@ -70,6 +70,7 @@ fn all_reduce_mean_on_device(
     if grads.is_empty() {
         return Ok(());
     }
+
     let all_bf16 = grads.iter().all(|grad| grad.dtype() == DType::BF16);
     let dtype = if all_bf16 { DType::BF16 } else { DType::F32 };
     let parts = grads
@@ -78,6 +79,7 @@ fn all_reduce_mean_on_device(
         .collect::<candle_core::Result<Vec<_>>>()
         .map_err(tensor_error)?;
     let flat = Tensor::cat(&parts, 0).map_err(tensor_error)?;
+
     let total = flat.elem_count();
     let bucket_len = (bucket_bytes / dtype.size_in_bytes()).max(1);
     let mut start = 0;
@@ -87,9 +89,11 @@ fn all_reduce_mean_on_device(
         all_reduce_sum_in_place(comm, &bucket)?;
         start += len;
     }
+
     let mean = flat
         .affine(1.0 / comm.world_size() as f64, 0.0)
         .map_err(tensor_error)?;
+
     let mut offset = 0;
     for grad in grads.iter_mut() {
         let count = grad.elem_count();

@@ -238,7 +238,8 @@ impl<L: CollectiveLibrary> Shared<L> {
     }
 }
 
-/// The watchdog thread: polls until stopped or until it has aborted the communicator.
+/// Polls the collectives in flight until stopped or until it has aborted the communicator;
+/// the body of the watchdog thread.
 fn watch<L: CollectiveLibrary>(shared: &Shared<L>) {
     let mut state = shared.lock();
     while !state.stopping {

@@ -101,8 +101,8 @@ impl Stepper {
         let batch = self.dataset.batch(&mine, &Device::Cpu, DType::F32)?;
         // TODO(cuda-data): candle 0.11 copies from pageable host memory and waits for the
         // copy. Staging batches in pinned buffers and copying them on a second stream while
-        // the previous step runs would hide the copy; that needs cudarc calls that candle
-        // does not expose.
+        // the previous step runs would hide the copy. That needs cudarc calls, because
+        // candle does not expose pinned memory.
         Ok(batch.to_device(&self.device)?)
     }
 

@@ -14,12 +14,12 @@ use ssgan_proto::v1::Rendezvous;
 use crate::DeviceSpec;
 use crate::error::Result;
 
-/// What a rank prepares on its Assignment, before the Rendezvous.
+/// The collective state that a rank prepares on its Assignment, before the Rendezvous.
 pub(super) enum Bootstrap {
     /// A CPU rank's bound ring listener.
     Ring(RingListener),
-    /// A GPU rank. Rank 0 of a group of several holds the unique id it created; the others
-    /// hold an empty one until the Rendezvous brings rank 0's.
+    /// A GPU rank. For rank 0 of a group of several, `unique_id` is the id it created. For
+    /// the other ranks it is empty until the Rendezvous brings rank 0's.
     Nccl { unique_id: Vec<u8> },
 }
 

@@ -121,8 +121,13 @@ impl<L: CollectiveLibrary> Watchdog<L> {
     ///
     /// `timeout` is the maximum time from [`Watchdog::begin`] to completion of a collective.
     /// The thread checks every `poll_interval`, so a failure is detected up to one interval
-    /// late.
-    pub fn start(library: Arc<L>, rank: usize, timeout: Duration, poll_interval: Duration) -> Self {
+    /// late. Fails only when the thread cannot be spawned.
+    pub fn start(
+        library: Arc<L>,
+        rank: usize,
+        timeout: Duration,
+        poll_interval: Duration,
+    ) -> std::io::Result<Self> {
         let shared = Arc::new(Shared {
             library,
             rank,
@@ -139,12 +144,11 @@ impl<L: CollectiveLibrary> Watchdog<L> {
         let thread_shared = shared.clone();
         let thread = std::thread::Builder::new()
             .name(format!("collective-watchdog-{rank}"))
-            .spawn(move || watch(&thread_shared))
-            .expect("failed to spawn the collective watchdog thread");
-        Self {
+            .spawn(move || watch(&thread_shared))?;
+        Ok(Self {
             shared,
             thread: Some(thread),
-        }
+        })
     }
 
     /// Registers a collective that is about to be enqueued. Fails with the recorded failure

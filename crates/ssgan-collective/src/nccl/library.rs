@@ -60,6 +60,11 @@ impl CollectiveLibrary for NcclHandle {
     type Marker = CudaEvent;
 
     fn is_complete(&self, marker: &CudaEvent) -> Result<bool, String> {
+        // The watchdog thread queries events of the training thread's context.
+        marker
+            .context()
+            .bind_to_thread()
+            .map_err(|error| format!("binding the CUDA context failed: {error:?}"))?;
         marker
             .try_is_complete()
             .map_err(|error| format!("CUDA event query failed: {error:?}"))

@@ -85,7 +85,13 @@ impl NcclCommunicator {
         }
         let stream = device.cuda_stream();
         let handle = Arc::new(init_rank(&stream, rank, world_size, id, timeout)?);
-        let watchdog = Watchdog::start(handle.clone(), rank, timeout, WATCHDOG_POLL);
+        let watchdog =
+            Watchdog::start(handle.clone(), rank, timeout, WATCHDOG_POLL).map_err(|error| {
+                CollectiveError::Library {
+                    operation: "join",
+                    reason: format!("failed to spawn the watchdog thread: {error}"),
+                }
+            })?;
         tracing::debug!(
             rank,
             world_size,

@@ -36,7 +36,7 @@ impl CollectiveLibrary for FakeLibrary {
 
 fn start(rank: usize) -> (Arc<FakeLibrary>, Watchdog<FakeLibrary>) {
     let library = Arc::new(FakeLibrary::default());
-    let watchdog = Watchdog::start(library.clone(), rank, TIMEOUT, POLL);
+    let watchdog = Watchdog::start(library.clone(), rank, TIMEOUT, POLL).unwrap();
     (library, watchdog)
 }
 

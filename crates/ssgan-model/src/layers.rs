@@ -38,11 +38,18 @@ impl Conv2d {
         })
     }
 
-    /// Convolves x: [N, c_in, H, W] to [N, c_out, H, W], in x's dtype.
+    /// Convolves x: [N, c_in, H, W] to [N, c_out, H, W], in x's dtype. Under mixed precision
+    /// the convolution itself runs in the compute dtype.
     pub fn forward(&self, ctx: &Ctx, x: &Tensor) -> Result<Tensor> {
         let weight = kernel_for_pass(ctx, &self.weight, self.spectral_norm.as_ref())?;
         let bias = ctx.param(&self.bias);
-        Ok(conv2d_same(x, &weight, Some(&bias))?)
+        let (xc, weight, bias) = (
+            ctx.to_compute(x)?,
+            ctx.to_compute(&weight)?,
+            ctx.to_compute(&bias)?,
+        );
+        let y = conv2d_same(&xc, &weight, Some(&bias))?;
+        Ok(y.to_dtype(x.dtype())?)
     }
 
     /// Upsamples x: [N, c_in, H, W] by 2 with `mode` and convolves it, giving
@@ -51,11 +58,16 @@ impl Conv2d {
     pub fn forward_upsampled(&self, ctx: &Ctx, x: &Tensor, mode: Upsample) -> Result<Tensor> {
         let weight = kernel_for_pass(ctx, &self.weight, self.spectral_norm.as_ref())?;
         let bias = ctx.param(&self.bias);
+        let (xc, weight, bias) = (
+            ctx.to_compute(x)?,
+            ctx.to_compute(&weight)?,
+            ctx.to_compute(&bias)?,
+        );
         let y = match mode {
-            Upsample::Zeros => conv2d_zero_upsampled(x, &weight, Some(&bias))?,
-            Upsample::Nearest => conv2d_same(&upsample(x, mode)?, &weight, Some(&bias))?,
+            Upsample::Zeros => conv2d_zero_upsampled(&xc, &weight, Some(&bias))?,
+            Upsample::Nearest => conv2d_same(&upsample(&xc, mode)?, &weight, Some(&bias))?,
         };
-        Ok(y)
+        Ok(y.to_dtype(x.dtype())?)
     }
 }
 
@@ -85,11 +97,14 @@ impl Linear {
         })
     }
 
-    /// Maps x: [N, d_in] to [N, d_out].
+    /// Maps x: [N, d_in] to [N, d_out], in x's dtype. Under mixed precision the matmul and
+    /// the bias add run in the compute dtype.
     pub fn forward(&self, ctx: &Ctx, x: &Tensor) -> Result<Tensor> {
         let weight = kernel_for_pass(ctx, &self.weight, self.spectral_norm.as_ref())?;
-        let y = x.matmul(&weight.t()?)?;
-        Ok(y.broadcast_add(&ctx.param(&self.bias))?)
+        let (xc, weight) = (ctx.to_compute(x)?, ctx.to_compute(&weight)?);
+        let bias = ctx.to_compute(&ctx.param(&self.bias))?;
+        let y = xc.matmul(&weight.t()?)?.broadcast_add(&bias)?;
+        Ok(y.to_dtype(x.dtype())?)
     }
 }
 

@@ -24,7 +24,7 @@ pub mod resample;
 pub mod rotation;
 pub mod spectral_norm;
 
-pub use config::{LossConfig, ModelConfig, OptimConfig};
+pub use config::{LossConfig, ModelConfig, OptimConfig, Precision};
 pub use error::{ModelError, Result};
 pub use gan::{DiscriminatorMetrics, GanSettings, GeneratorMetrics, SsGan, latent};
 pub use params::ParamStore;

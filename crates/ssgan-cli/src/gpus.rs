@@ -41,8 +41,13 @@ impl std::str::FromStr for GpuCount {
     }
 }
 
-/// Resolves `--gpus` to a number of GPUs, asking the CUDA driver for `all`.
+/// Resolves `--gpus` to a number of GPUs, asking the CUDA driver for `all`. Fails in a build
+/// without the `cuda` feature, whose workers could not use the GPUs.
 fn resolve(count: GpuCount) -> Result<usize> {
+    anyhow::ensure!(
+        cfg!(feature = "cuda"),
+        "--gpus needs a build with the `cuda` feature (cargo build --release --features cuda)"
+    );
     match count {
         GpuCount::Count(count) => Ok(count),
         GpuCount::All => visible_gpus(),
@@ -58,9 +63,7 @@ fn visible_gpus() -> Result<usize> {
 
 #[cfg(not(feature = "cuda"))]
 fn visible_gpus() -> Result<usize> {
-    anyhow::bail!(
-        "--gpus needs a build with the `cuda` feature (cargo build --release --features cuda)"
-    )
+    anyhow::bail!("no CUDA support in this build")
 }
 
 /// Returns the command-line arguments of the child worker for GPU `ordinal`.
@@ -171,6 +174,13 @@ mod tests {
         assert_eq!("4".parse::<GpuCount>(), Ok(GpuCount::Count(4)));
         assert!("0".parse::<GpuCount>().is_err());
         assert!("many".parse::<GpuCount>().is_err());
+    }
+
+    #[cfg(not(feature = "cuda"))]
+    #[test]
+    fn gpus_need_cuda_feature() {
+        let error = resolve(GpuCount::Count(2)).unwrap_err();
+        assert!(error.to_string().contains("--features cuda"), "{error}");
     }
 
     #[test]

@@ -50,6 +50,7 @@ status=0
 # communicator's 60 s watchdog; the outer timeout is a backstop.
 timeout 300 cargo test --release --features cuda -p ssgan-model --test cuda -- \
   --nocapture --test-threads=1 || status=$?
+timeout 120 cargo test --release --features cuda -p ssgan-model --test mixed_precision || status=$?
 
 # TODO(gpu-bench): benchmark the scaled-up 128x128 model's step at per-GPU batch 64 and 128 next
 # to a PyTorch reference on the same GPU (images/s, ratio, MFU against the bf16 peak). There is

@@ -1,12 +1,18 @@
 //! bf16 mixed precision (`model.precision = "bf16"`): the step trains f32 master weights, and
-//! its losses stay close to the f32 model's.
+//! its losses stay close to the f32 model's. GPU only: candle 0.11 has no bf16 matmul on the
+//! CPU, so these run with `--features cuda` (scripts/gpu-check.sh).
+#![cfg(feature = "cuda")]
 
 mod common;
 
-use candle_core::DType;
+use candle_core::{DType, Device};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use ssgan_model::{ModelConfig, Precision};
+
+fn gpu() -> Device {
+    Device::new_cuda(0).unwrap()
+}
 
 fn model(precision: Precision) -> ModelConfig {
     ModelConfig {
@@ -17,9 +23,11 @@ fn model(precision: Precision) -> ModelConfig {
 
 #[test]
 fn bf16_loss_close_to_f32() {
-    let f32_gan = common::build(&model(Precision::F32), DType::F32, 7);
-    let bf16_gan = common::build(&model(Precision::Bf16), DType::F32, 7);
-    let reals = common::pattern_images(4, DType::F32);
+    let f32_gan = common::build_on(&model(Precision::F32), DType::F32, 7, &gpu());
+    let bf16_gan = common::build_on(&model(Precision::Bf16), DType::F32, 7, &gpu());
+    let reals = common::pattern_images(4, DType::F32)
+        .to_device(&gpu())
+        .unwrap();
     let z = f32_gan
         .latent(4, &mut ChaCha8Rng::seed_from_u64(1))
         .unwrap();
@@ -40,9 +48,11 @@ fn bf16_loss_close_to_f32() {
 
 #[test]
 fn bf16_step_keeps_f32_weights() {
-    let mut gan = common::build(&model(Precision::Bf16), DType::F32, 7);
+    let mut gan = common::build_on(&model(Precision::Bf16), DType::F32, 7, &gpu());
     let before = common::to_vec(gan.discriminator_params().params()[0].1.as_tensor());
-    let reals = common::pattern_images(4, DType::F32);
+    let reals = common::pattern_images(4, DType::F32)
+        .to_device(&gpu())
+        .unwrap();
     let z = gan.latent(4, &mut ChaCha8Rng::seed_from_u64(1)).unwrap();
 
     let metrics = gan.discriminator_step(&reals, &z).unwrap();

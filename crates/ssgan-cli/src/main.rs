@@ -4,6 +4,7 @@ mod bench;
 mod bench_allreduce;
 mod bench_fid;
 mod fid;
+mod gpus;
 mod progress;
 mod run_client;
 mod sample;

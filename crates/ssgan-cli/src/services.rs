@@ -37,9 +37,14 @@ pub struct WorkerArgs {
     /// URL of the coordinator.
     #[arg(long, env = "SSGAN_COORDINATOR", default_value = DEFAULT_COORDINATOR)]
     coordinator: String,
-    /// Device to train on; only "cpu" exists in this build.
-    #[arg(long, default_value = "cpu")]
+    /// Device to train on: "cpu", or "cuda:N" (the N-th visible GPU) in a build with the
+    /// `cuda` feature.
+    #[arg(long, default_value = "cpu", conflicts_with = "gpus")]
     device: String,
+    /// Start one worker process per GPU instead ("all" or a count), each with
+    /// --device cuda:I, and supervise them. Needs the `cuda` feature.
+    #[arg(long, value_name = "all|N")]
+    gpus: Option<crate::gpus::GpuCount>,
     /// Address that this worker's ring listener binds, on a free port, and that the other
     /// ranks connect to; use an address they can reach.
     #[arg(long, default_value_t = IpAddr::V4(Ipv4Addr::LOCALHOST))]
@@ -86,6 +91,18 @@ pub fn run_coordinator(args: CoordinatorArgs) -> Result<i32> {
 }
 
 pub fn run_worker(args: WorkerArgs) -> Result<i32> {
+    if let Some(gpus) = args.gpus {
+        let mut shared = vec![
+            "--coordinator".to_owned(),
+            args.coordinator.clone(),
+            "--ring-host".to_owned(),
+            args.ring_host.to_string(),
+        ];
+        if args.exit_on_disconnect {
+            shared.push("--exit-on-disconnect".to_owned());
+        }
+        return crate::gpus::run_per_gpu(gpus, &shared);
+    }
     let threads = u32::try_from(rayon::current_num_threads()).unwrap_or(u32::MAX);
     let mut options = AgentOptions::new(args.coordinator.clone(), threads);
     options.device = args.device;

@@ -56,6 +56,24 @@ pub enum CollectiveError {
         operation: &'static str,
         reason: String,
     },
+    /// A watchdog aborted the communicator because a collective did not finish in time or
+    /// the communicator library reported an error. Every later call returns this error.
+    #[error(
+        "{operation} (collective {sequence} of rank {rank}) {reason}, so the communicator was \
+         aborted; build a new communicator for the next run attempt"
+    )]
+    Aborted {
+        operation: &'static str,
+        rank: usize,
+        sequence: u64,
+        reason: String,
+    },
+    /// The communicator library failed outside a collective, for example while connecting.
+    #[error("{operation} failed: {reason}")]
+    Library {
+        operation: &'static str,
+        reason: String,
+    },
     /// A tensor could not be moved to or from host memory.
     #[error("{operation}: tensor error: {source}")]
     Tensor {

@@ -2,7 +2,7 @@
 
 use candle_core::{DType, Tensor};
 
-use crate::{CollectiveError, Communicator};
+use crate::{CollectiveError, Communicator, all_reduce_sum_in_place};
 
 /// Default bucket size of [`all_reduce_mean_in_place`]: 8 MiB of f32 values per call.
 pub const DEFAULT_BUCKET_BYTES: usize = 8 * 1024 * 1024;
@@ -29,6 +29,10 @@ pub fn all_reduce_mean_in_place(
 /// `bucket_bytes`. The tensors must be F32, F64 or BF16; F64 values travel as F32. With one
 /// rank nothing is done. A peer's failure returns the communicator's error and leaves `grads`
 /// unchanged.
+///
+/// Gradients on a CUDA device stay there. They are concatenated into one device tensor, BF16
+/// when all of them are BF16 and F32 otherwise. NCCL sums its buckets in place on the device,
+/// and other communicators through the host.
 pub fn all_reduce_mean_bucketed(
     comm: &dyn Communicator,
     grads: &mut [Tensor],
@@ -44,6 +48,9 @@ pub fn all_reduce_mean_bucketed(
             reason: format!("bucket_bytes must be at least 4, got {bucket_bytes}"),
         });
     }
+    if grads.iter().any(|grad| grad.device().is_cuda()) {
+        return all_reduce_mean_on_device(comm, grads, bucket_bytes);
+    }
     let mut flat = flatten(grads)?;
     for bucket in flat.chunks_mut(bucket_bytes / 4) {
         comm.all_reduce_sum(bucket)?;
@@ -51,6 +58,53 @@ pub fn all_reduce_mean_bucketed(
     let scale = 1.0 / world as f32;
     flat.iter_mut().for_each(|value| *value *= scale);
     restore(grads, &flat)
+}
+
+/// Averages `grads` like [`all_reduce_mean_bucketed`] without leaving their device. It also
+/// runs on the CPU for F32 gradients, which the tests use.
+fn all_reduce_mean_on_device(
+    comm: &dyn Communicator,
+    grads: &mut [Tensor],
+    bucket_bytes: usize,
+) -> Result<(), CollectiveError> {
+    if grads.is_empty() {
+        return Ok(());
+    }
+
+    let all_bf16 = grads.iter().all(|grad| grad.dtype() == DType::BF16);
+    let dtype = if all_bf16 { DType::BF16 } else { DType::F32 };
+    let parts = grads
+        .iter()
+        .map(|grad| grad.flatten_all().and_then(|g| g.to_dtype(dtype)))
+        .collect::<candle_core::Result<Vec<_>>>()
+        .map_err(tensor_error)?;
+    let flat = Tensor::cat(&parts, 0).map_err(tensor_error)?;
+
+    let total = flat.elem_count();
+    let bucket_len = (bucket_bytes / dtype.size_in_bytes()).max(1);
+    let mut start = 0;
+    while start < total {
+        let len = bucket_len.min(total - start);
+        let bucket = flat.narrow(0, start, len).map_err(tensor_error)?;
+        all_reduce_sum_in_place(comm, &bucket)?;
+        start += len;
+    }
+
+    let mean = flat
+        .affine(1.0 / comm.world_size() as f64, 0.0)
+        .map_err(tensor_error)?;
+
+    let mut offset = 0;
+    for grad in grads.iter_mut() {
+        let count = grad.elem_count();
+        *grad = mean
+            .narrow(0, offset, count)
+            .and_then(|g| g.reshape(grad.shape()))
+            .and_then(|g| g.to_dtype(grad.dtype()))
+            .map_err(tensor_error)?;
+        offset += count;
+    }
+    Ok(())
 }
 
 fn tensor_error(source: candle_core::Error) -> CollectiveError {
@@ -180,6 +234,99 @@ mod tests {
 
     use super::*;
     use crate::SingleRank;
+
+    /// Two ranks whose gradients are equal: every sum doubles the values.
+    struct Twins;
+
+    impl Communicator for Twins {
+        fn rank(&self) -> usize {
+            0
+        }
+
+        fn world_size(&self) -> usize {
+            2
+        }
+
+        fn all_reduce_sum(&self, data: &mut [f32]) -> Result<(), CollectiveError> {
+            data.iter_mut().for_each(|value| *value *= 2.0);
+            Ok(())
+        }
+
+        fn broadcast(&self, _data: &mut [f32], _root: usize) -> Result<(), CollectiveError> {
+            Ok(())
+        }
+
+        fn barrier(&self) -> Result<(), CollectiveError> {
+            Ok(())
+        }
+    }
+
+    /// Counts the all-reduce calls and their lengths, and doubles like [`Twins`].
+    #[derive(Default)]
+    struct CountingTwins(std::sync::Mutex<Vec<usize>>);
+
+    impl Communicator for CountingTwins {
+        fn rank(&self) -> usize {
+            0
+        }
+
+        fn world_size(&self) -> usize {
+            2
+        }
+
+        fn all_reduce_sum(&self, data: &mut [f32]) -> Result<(), CollectiveError> {
+            self.0.lock().unwrap().push(data.len());
+            Twins.all_reduce_sum(data)
+        }
+
+        fn broadcast(&self, _data: &mut [f32], _root: usize) -> Result<(), CollectiveError> {
+            Ok(())
+        }
+
+        fn barrier(&self) -> Result<(), CollectiveError> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn device_path_matches_host_path() {
+        let make = || {
+            vec![
+                Tensor::new(&[[1.0f32, 2.0], [3.0, 4.0]], &Device::Cpu).unwrap(),
+                Tensor::new(&[5.0f32, -6.0, 7.5], &Device::Cpu).unwrap(),
+            ]
+        };
+        let mut on_host = make();
+        let mut on_device = make();
+        // 12 bytes: buckets of 3 values, so a bucket spans both tensors.
+        all_reduce_mean_bucketed(&Twins, &mut on_host, 12).unwrap();
+        all_reduce_mean_on_device(&Twins, &mut on_device, 12).unwrap();
+        for (host, device) in on_host.iter().zip(&on_device) {
+            assert_eq!(host.shape(), device.shape());
+            let host = host.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            let device = device.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            assert_eq!(host, device);
+        }
+        // Equal values on both ranks: the mean is the input.
+        let first = on_device[0]
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        assert_eq!(first, [1.0, 2.0, 3.0, 4.0]);
+    }
+
+    #[test]
+    fn device_path_splits_into_buckets() {
+        let comm = CountingTwins::default();
+        let mut grads = vec![
+            Tensor::new(&[1.0f32, 2.0, 3.0, 4.0], &Device::Cpu).unwrap(),
+            Tensor::new(&[5.0f32, 6.0, 7.0], &Device::Cpu).unwrap(),
+        ];
+        all_reduce_mean_on_device(&comm, &mut grads, 12).unwrap();
+        assert_eq!(*comm.0.lock().unwrap(), [3, 3, 1]);
+        assert_eq!(grads[1].to_vec1::<f32>().unwrap(), [5.0, 6.0, 7.0]);
+    }
 
     #[test]
     fn checksum_changes_with_one_bit() {

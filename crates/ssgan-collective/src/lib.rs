@@ -22,26 +22,41 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
+//! With the `cuda` feature, [`NcclCommunicator`] runs the collectives with NCCL on GPUs, and
+//! the tensor collectives work on CUDA tensors with every backend.
+//!
 //! Error policy: every collective returns [`CollectiveError`]. A backend must not panic on a
 //! peer's failure and must not block longer than its timeout, except that [`TcpRing`] takes up
 //! to 1 s more after a failure to pass its abort message on.
 
 mod bench;
+#[cfg(feature = "cuda")]
+mod cuda;
 mod error;
+mod gpu_info;
 mod gradients;
+#[cfg(feature = "cuda")]
+mod nccl;
 mod ring;
 mod single;
 mod tensor;
+mod watchdog;
 
 pub use bench::{AllReduceBenchRow, bench_all_reduce};
 pub use error::CollectiveError;
+#[cfg(feature = "cuda")]
+pub use gpu_info::gpu_info;
+pub use gpu_info::{GpuInfo, parse_kernel_driver_version};
 pub use gradients::{
     DEFAULT_BUCKET_BYTES, all_reduce_mean_bucketed, all_reduce_mean_in_place,
     check_parameters_match,
 };
+#[cfg(feature = "cuda")]
+pub use nccl::{NcclCommunicator, create_unique_id, nccl_version};
 pub use ring::{RingConfig, RingListener, RingMembership, TcpRing};
 pub use single::SingleRank;
-pub use tensor::all_reduce_sum_tensor;
+pub use tensor::{all_reduce_sum_in_place, all_reduce_sum_tensor};
+pub use watchdog::{CollectiveLibrary, FailureReason, Ticket, Watchdog, WatchdogFailure};
 
 /// A group of `world_size` ranks that run the same sequence of collective calls.
 ///
@@ -67,4 +82,23 @@ pub trait Communicator: Send + Sync {
 
     /// Returns once every rank has reached the barrier.
     fn barrier(&self) -> Result<(), CollectiveError>;
+
+    /// Replaces the values of `storage` that the contiguous `layout` covers with their sum
+    /// over all ranks.
+    ///
+    /// Every rank must call this with the same element count and dtype. The default copies
+    /// F32 or BF16 values through the host and calls [`Communicator::all_reduce_sum`];
+    /// [`NcclCommunicator`] sums on the device and may return before the sum has finished,
+    /// because later work on the same CUDA stream waits for it.
+    #[cfg(feature = "cuda")]
+    fn all_reduce_sum_cuda(
+        &self,
+        storage: &mut candle_core::CudaStorage,
+        layout: &candle_core::Layout,
+    ) -> Result<(), CollectiveError> {
+        cuda::all_reduce_via_host(self, storage, layout)
+    }
 }
+
+/// Length of an NCCL unique id in bytes, as relayed in the rendezvous.
+pub const NCCL_UNIQUE_ID_BYTES: usize = 128;

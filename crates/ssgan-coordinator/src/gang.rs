@@ -12,6 +12,8 @@ pub(crate) struct Gang {
     pub attempt: u32,
     pub members: Vec<SessionKey>,
     addresses: Vec<Option<String>>,
+    /// Rank 0's NCCL unique id; empty for CPU workers.
+    nccl_unique_id: Vec<u8>,
     outcomes: Vec<Option<Outcome>>,
 }
 
@@ -22,6 +24,7 @@ impl Gang {
             attempt,
             members,
             addresses: vec![None; world_size],
+            nccl_unique_id: Vec::new(),
             outcomes: vec![None; world_size],
         }
     }
@@ -30,11 +33,23 @@ impl Gang {
         self.members.iter().position(|member| *member == key)
     }
 
-    /// Stores a rank's ring address and returns every rank's address, ordered by rank, once
-    /// all ranks have reported one.
-    pub fn set_address(&mut self, rank: usize, address: String) -> Option<Vec<String>> {
+    /// Stores a rank's ring address, and rank 0's NCCL unique id. Once all ranks have
+    /// reported, returns every rank's address ordered by rank, and rank 0's id. An id from
+    /// another rank is ignored.
+    pub fn set_address(
+        &mut self,
+        rank: usize,
+        address: String,
+        nccl_unique_id: Vec<u8>,
+    ) -> Option<(Vec<String>, Vec<u8>)> {
         self.addresses[rank] = Some(address);
-        self.addresses.iter().cloned().collect()
+        if rank == 0 {
+            self.nccl_unique_id = nccl_unique_id;
+        } else if !nccl_unique_id.is_empty() {
+            tracing::debug!(rank, "ignoring an NCCL unique id from a rank other than 0");
+        }
+        let addresses = self.addresses.iter().cloned().collect::<Option<Vec<_>>>()?;
+        Some((addresses, self.nccl_unique_id.clone()))
     }
 
     /// Returns the members that have not reported an outcome.
@@ -104,9 +119,19 @@ mod tests {
     #[test]
     fn addresses_complete_in_rank_order() {
         let mut gang = Gang::new(1, vec![7, 3]);
-        assert_eq!(gang.set_address(1, "b".to_owned()), None);
-        let addresses = gang.set_address(0, "a".to_owned()).unwrap();
+        assert_eq!(gang.set_address(1, "b".to_owned(), Vec::new()), None);
+        let (addresses, id) = gang.set_address(0, "a".to_owned(), Vec::new()).unwrap();
         assert_eq!(addresses, ["a", "b"]);
+        assert!(id.is_empty());
+    }
+
+    #[test]
+    fn rank_zero_id_relayed() {
+        let mut gang = Gang::new(1, vec![7, 3, 5]);
+        assert_eq!(gang.set_address(2, String::new(), vec![9; 128]), None);
+        assert_eq!(gang.set_address(0, String::new(), vec![4; 128]), None);
+        let (_, id) = gang.set_address(1, String::new(), Vec::new()).unwrap();
+        assert_eq!(id, vec![4; 128]);
     }
 
     #[test]

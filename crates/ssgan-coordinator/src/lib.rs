@@ -5,9 +5,11 @@
 //! - `RunService`, the public API, backed by a run registry in the object store
 //!   (`runs/<run_id>/run.json`), so that a restarted coordinator picks every run up again;
 //! - `WorkerService`, one bidirectional stream per worker. Idle workers form a pool, and a
-//!   PENDING run that needs W workers starts once W are idle. Each of them gets an Assignment
-//!   with its rank and reports the address of its ring listener. Once the last address
-//!   arrives, all receive the Rendezvous with every address. A worker whose stream closes or that sends nothing for
+//!   PENDING run that needs W workers starts once W are idle that share a backend: CPU
+//!   workers, or GPU workers with one NCCL version (a group with mixed NCCL versions is never
+//!   formed). Each of them gets an Assignment with its rank and reports the address of its
+//!   ring listener, and rank 0 of GPU workers also its NCCL unique id. Once the last report
+//!   arrives, all receive the Rendezvous with every address and rank 0's id. A worker whose stream closes or that sends nothing for
 //!   the heartbeat timeout is lost, and its run restarts from the latest committed checkpoint
 //!   as the next attempt, within the restart limit and with backoff.
 //!
@@ -26,6 +28,7 @@ mod evaluation;
 mod evaluator_service;
 mod evaluators;
 mod gang;
+mod grouping;
 mod options;
 mod pool;
 mod registry;

@@ -26,6 +26,8 @@ pub(crate) struct Task {
 pub(crate) struct Worker {
     /// Worker id from the Join, for logs.
     pub worker_id: String,
+    /// NCCL version code from the Join's GpuInfo; `None` for a CPU worker.
+    pub nccl_version: Option<u32>,
     outbox: Outbox,
     /// The attempt the worker trains; `None` while it is idle. It is cleared only when the
     /// worker reports RunEnded, even after an Abort, so that it is not reassigned while it
@@ -41,11 +43,17 @@ pub(crate) struct Pool {
 }
 
 impl Pool {
-    pub fn add(&mut self, worker_id: String, outbox: Outbox) -> SessionKey {
+    pub fn add(
+        &mut self,
+        worker_id: String,
+        nccl_version: Option<u32>,
+        outbox: Outbox,
+    ) -> SessionKey {
         let key = self.next_key;
         self.next_key += 1;
         let worker = Worker {
             worker_id,
+            nccl_version,
             outbox,
             task: None,
         };
@@ -63,12 +71,12 @@ impl Pool {
         self.workers.clear();
     }
 
-    /// Returns the keys of the idle workers, longest connected first.
-    pub fn idle(&self) -> Vec<SessionKey> {
+    /// Returns the idle workers with their NCCL versions, longest connected first.
+    pub fn idle(&self) -> Vec<(SessionKey, Option<u32>)> {
         self.workers
             .iter()
             .filter(|(_, worker)| worker.task.is_none())
-            .map(|(key, _)| *key)
+            .map(|(key, worker)| (*key, worker.nccl_version))
             .collect()
     }
 

@@ -7,10 +7,12 @@ use ssgan_store::{RunRecord, RunState};
 use crate::convert::world_size;
 use crate::error::RegistryError;
 use crate::gang::Gang;
+use crate::grouping::{Selection, select_members};
 use crate::pool::{SessionKey, Task};
 use crate::shared::Shared;
 
-/// Starts every PENDING run for which enough workers are idle, oldest run first.
+/// Starts every PENDING run for which enough workers are idle, oldest run first. The
+/// workers of one attempt share a backend: see [`select_members`].
 ///
 /// NOTE: a run that needs more workers than are idle is skipped, so smaller runs created later
 /// may start first and a large run can wait for as long as small runs keep arriving.
@@ -23,11 +25,19 @@ pub(crate) async fn schedule(shared: &mut Shared) {
             continue;
         };
         let world_size = world_size(&entry.record) as usize;
-        let idle = shared.pool.idle();
-        if idle.len() < world_size {
-            continue;
-        }
-        let members = idle[..world_size].to_vec();
+        let members = match select_members(&shared.pool.idle(), world_size) {
+            Selection::Members(members) => members,
+            Selection::TooFew => continue,
+            Selection::Mixed { counts } => {
+                tracing::debug!(
+                    run_id,
+                    world_size,
+                    idle_by_nccl_version = ?counts,
+                    "not starting the run: the idle workers mix CPU and GPU workers or NCCL versions"
+                );
+                continue;
+            }
+        };
         if let Err(error) = start_attempt(shared, &run_id, members).await {
             tracing::warn!(run_id, %error, "failed to start an attempt");
         }

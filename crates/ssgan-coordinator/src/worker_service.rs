@@ -99,8 +99,21 @@ async fn add_worker(
     if shared.closing {
         return Err(Status::unavailable("the coordinator is shutting down"));
     }
-    tracing::debug!(worker_id = %join.worker_id, device = %join.device, hostname = %join.hostname, "worker joined");
-    let key = shared.pool.add(join.worker_id, outbox);
+    let nccl_version = join.gpu.as_ref().map(|gpu| gpu.nccl_version);
+    match &join.gpu {
+        Some(gpu) => tracing::debug!(
+            worker_id = %join.worker_id, device = %join.device, hostname = %join.hostname,
+            gpu = %gpu.name, nccl_version = gpu.nccl_version,
+            cuda_driver_version = gpu.cuda_driver_version,
+            cuda_runtime_version = gpu.cuda_runtime_version,
+            driver_version = %gpu.driver_version,
+            "GPU worker joined"
+        ),
+        None => {
+            tracing::debug!(worker_id = %join.worker_id, device = %join.device, hostname = %join.hostname, "worker joined")
+        }
+    }
+    let key = shared.pool.add(join.worker_id, nccl_version, outbox);
     schedule(&mut shared).await;
     Ok(key)
 }
@@ -143,13 +156,15 @@ async fn handle_message(core: &Core, key: SessionKey, message: v1::WorkerMessage
     }
 }
 
-/// Stores a rank's ring address and sends the Rendezvous to every rank once all have one.
+/// Stores a rank's ring address (and rank 0's NCCL unique id), and sends the Rendezvous to
+/// every rank once all have reported.
 fn on_ring_address(shared: &mut Shared, key: SessionKey, report: v1::RingAddress) {
     let Some((gang, rank)) = shared.gangs.member(&report.run_id, report.attempt, key) else {
         tracing::debug!(run_id = %report.run_id, attempt = report.attempt, "ignoring a ring address of an old attempt");
         return;
     };
-    let Some(addresses) = gang.set_address(rank, report.address) else {
+    let reported = gang.set_address(rank, report.address, report.nccl_unique_id);
+    let Some((addresses, nccl_unique_id)) = reported else {
         return;
     };
     let rendezvous = v1::Rendezvous {
@@ -157,6 +172,7 @@ fn on_ring_address(shared: &mut Shared, key: SessionKey, report: v1::RingAddress
         attempt: report.attempt,
         addresses,
         token: crate::gang::rendezvous_token(&report.run_id, report.attempt),
+        nccl_unique_id,
     };
     tracing::debug!(run_id = %report.run_id, attempt = report.attempt, "sending rendezvous");
     for member in gang.members.clone() {

@@ -22,6 +22,7 @@ fn ring_address(assignment: &v1::Assignment, port: u16) -> Outgoing {
         run_id: assignment.run_id.clone(),
         attempt: assignment.attempt,
         address: format!("127.0.0.1:{port}"),
+        nccl_unique_id: Vec::new(),
     })
 }
 

@@ -57,6 +57,33 @@ pub enum Init {
     Orthogonal,
 }
 
+/// Arithmetic of the convolutions and matmuls.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Precision {
+    /// Every op in the parameters' dtype.
+    #[default]
+    F32,
+    /// bf16 autocast: convolutions and linear layers cast their input, weight and bias to bf16
+    /// and their output back to the input's dtype. Weights, gradients, optimizer state,
+    /// batch-norm statistics and losses stay f32.
+    Bf16,
+}
+
+impl Precision {
+    /// Returns the dtype that convolutions and matmuls compute in, or `None` for no cast.
+    pub fn compute_dtype(self) -> Option<candle_core::DType> {
+        match self {
+            Precision::F32 => None,
+            Precision::Bf16 => Some(candle_core::DType::BF16),
+        }
+    }
+
+    fn is_f32(&self) -> bool {
+        *self == Precision::F32
+    }
+}
+
 /// The `[model]` section of a run config.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -82,6 +109,10 @@ pub struct ModelConfig {
     pub bn_decay: f64,
     /// Added to the batch variance before the square root.
     pub bn_epsilon: f64,
+    /// `f32`, or `bf16` for mixed precision. Left out of the serialized config when f32, so
+    /// that the digests of configs written before this key existed do not change.
+    #[serde(skip_serializing_if = "Precision::is_f32")]
+    pub precision: Precision,
 }
 
 impl Default for ModelConfig {
@@ -100,6 +131,7 @@ impl Default for ModelConfig {
             init_std: 0.02,
             bn_decay: 0.9,
             bn_epsilon: 1e-5,
+            precision: Precision::F32,
         }
     }
 }

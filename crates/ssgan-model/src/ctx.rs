@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use candle_core::{Tensor, Var};
+use candle_core::{DType, Tensor, Var};
 use ssgan_collective::Communicator;
 
 /// Settings of one forward pass, shared by every layer of a network.
@@ -17,6 +17,9 @@ pub struct Ctx {
     pub track: bool,
     /// Group over which batch-norm statistics are summed.
     pub comm: Arc<dyn Communicator>,
+    /// Dtype of the convolutions and matmuls under mixed precision; `None` computes in the
+    /// input's dtype.
+    pub compute_dtype: Option<DType>,
 }
 
 impl Ctx {
@@ -36,6 +39,7 @@ impl Ctx {
             update_state: true,
             track: true,
             comm,
+            compute_dtype: None,
         }
     }
 
@@ -46,6 +50,15 @@ impl Ctx {
             update_state: false,
             track: false,
             comm,
+            compute_dtype: None,
+        }
+    }
+
+    /// Casts `x` to the compute dtype, if mixed precision is on.
+    pub fn to_compute(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        match self.compute_dtype {
+            Some(dtype) => x.to_dtype(dtype),
+            None => Ok(x.clone()),
         }
     }
 

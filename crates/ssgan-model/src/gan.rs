@@ -76,6 +76,8 @@ pub struct SsGan {
     z_dim: usize,
     device: Device,
     dtype: DType,
+    /// Dtype of convolutions and matmuls under mixed precision (`model.precision`).
+    compute_dtype: Option<DType>,
 }
 
 impl SsGan {
@@ -112,6 +114,7 @@ impl SsGan {
             device: settings.device.clone(),
             dtype: settings.dtype,
             bucket_bytes: settings.bucket_bytes,
+            compute_dtype: model.precision.compute_dtype(),
             comm,
         })
     }
@@ -203,7 +206,11 @@ impl SsGan {
     /// Generates images [N, 3, 32, 32] in (0, 1) from z [N, z_dim] in evaluation mode
     /// (running batch-norm statistics, no state updates, no graph).
     pub fn sample(&self, z: &Tensor) -> Result<Tensor> {
-        self.generator.forward(&Ctx::eval(self.comm.clone()), z)
+        let ctx = Ctx {
+            compute_dtype: self.compute_dtype,
+            ..Ctx::eval(self.comm.clone())
+        };
+        self.generator.forward(&ctx, z)
     }
 
     fn rotation_loss(
@@ -232,6 +239,7 @@ impl SsGan {
             update_state,
             track,
             comm: self.comm.clone(),
+            compute_dtype: self.compute_dtype,
         }
     }
 

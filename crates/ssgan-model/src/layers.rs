@@ -69,7 +69,19 @@ impl Conv2d {
         addend: Addend,
     ) -> Result<Tensor> {
         let weight = kernel_for_pass(ctx, &self.weight, self.spectral_norm.as_ref())?;
-        Ok(conv2d_fused(kind, x, &weight, addend, fusion)?)
+        let xc = ctx.to_compute(x)?;
+        let weight = ctx.to_compute(&weight)?;
+        let cast = match addend {
+            Addend::Bias(tensor) | Addend::Residual(tensor) => Some(ctx.to_compute(tensor)?),
+            Addend::None => None,
+        };
+        let addend = match (addend, &cast) {
+            (Addend::Bias(_), Some(tensor)) => Addend::Bias(tensor),
+            (Addend::Residual(_), Some(tensor)) => Addend::Residual(tensor),
+            _ => Addend::None,
+        };
+        let y = conv2d_fused(kind, &xc, &weight, addend, fusion)?;
+        Ok(y.to_dtype(x.dtype())?)
     }
 }
 
@@ -99,11 +111,14 @@ impl Linear {
         })
     }
 
-    /// Maps x: [N, d_in] to [N, d_out].
+    /// Maps x: [N, d_in] to [N, d_out], in x's dtype. Under mixed precision the matmul and
+    /// the bias add run in the compute dtype.
     pub fn forward(&self, ctx: &Ctx, x: &Tensor) -> Result<Tensor> {
         let weight = kernel_for_pass(ctx, &self.weight, self.spectral_norm.as_ref())?;
-        let y = x.matmul(&weight.t()?)?;
-        Ok(y.broadcast_add(&ctx.param(&self.bias))?)
+        let (xc, weight) = (ctx.to_compute(x)?, ctx.to_compute(&weight)?);
+        let bias = ctx.to_compute(&ctx.param(&self.bias))?;
+        let y = xc.matmul(&weight.t()?)?.broadcast_add(&bias)?;
+        Ok(y.to_dtype(x.dtype())?)
     }
 }
 

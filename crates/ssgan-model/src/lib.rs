@@ -26,7 +26,7 @@ pub mod spectral_norm;
 #[cfg(test)]
 mod test_support;
 
-pub use config::{LossConfig, ModelConfig, OptimConfig};
+pub use config::{LossConfig, ModelConfig, OptimConfig, Precision};
 pub use error::{ModelError, Result};
 pub use gan::{DiscriminatorMetrics, GanSettings, GeneratorMetrics, SsGan, latent};
 pub use params::ParamStore;

@@ -19,6 +19,7 @@ pub fn training_ctx() -> Ctx {
         update_state: false,
         track: true,
         comm: Arc::new(SingleRank),
+        compute_dtype: None,
     }
 }
 

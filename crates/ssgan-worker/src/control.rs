@@ -95,6 +95,8 @@ pub struct RankOptions {
     /// Whether this process reads and writes `run.json`. A single-process run owns it; in a
     /// distributed run the coordinator does, and the trainer neither reads nor writes it.
     pub owns_run_record: bool,
+    /// Device of the model, the optimizer state and the batches.
+    pub device: candle_core::Device,
 }
 
 impl RankOptions {
@@ -104,6 +106,7 @@ impl RankOptions {
             comm: Arc::new(SingleRank),
             resume_step: None,
             owns_run_record: true,
+            device: candle_core::Device::Cpu,
         }
     }
 
@@ -114,6 +117,7 @@ impl RankOptions {
             comm,
             resume_step,
             owns_run_record: false,
+            device: candle_core::Device::Cpu,
         }
     }
 }

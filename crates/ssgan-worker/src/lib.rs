@@ -9,6 +9,7 @@ pub mod bench;
 pub mod bench_conv;
 pub mod config;
 pub mod control;
+pub mod device;
 mod error;
 pub mod grid;
 pub mod rng;
@@ -20,6 +21,7 @@ mod uploader;
 
 pub use config::RunConfig;
 pub use control::{RankOptions, RankOutcome, RunControl, TrainObserver};
+pub use device::DeviceSpec;
 pub use error::{Result, WorkerError};
 pub use step::{StepReport, Stepper};
 pub use trainer::{Outcome, Trainer};

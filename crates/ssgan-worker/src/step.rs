@@ -34,16 +34,30 @@ pub struct Stepper {
     pub(crate) order: BatchOrder,
     pub(crate) comm: Arc<dyn Communicator>,
     pub(crate) step: u64,
+    /// Device of the model; batches are assembled on the CPU and copied here.
+    device: Device,
 }
 
 impl Stepper {
-    /// Builds the model with its initial weights, at step 0 and the start of epoch 0.
+    /// Builds the model with its initial weights on the CPU, at step 0 and the start of
+    /// epoch 0.
     pub fn new(
         config: RunConfig,
         dataset: CifarDataset,
         comm: Arc<dyn Communicator>,
     ) -> Result<Self> {
-        let gan = build_gan(&config, comm.clone())?;
+        Self::on_device(config, dataset, comm, Device::Cpu)
+    }
+
+    /// Builds the model with its initial weights on `device`, at step 0 and the start of
+    /// epoch 0.
+    pub fn on_device(
+        config: RunConfig,
+        dataset: CifarDataset,
+        comm: Arc<dyn Communicator>,
+        device: Device,
+    ) -> Result<Self> {
+        let gan = build_gan_on(&config, comm.clone(), &device)?;
         let order = BatchOrder::new(config.run.seed, dataset.len(), DataPosition::default())?;
         Ok(Self {
             config,
@@ -52,6 +66,7 @@ impl Stepper {
             order,
             comm,
             step: 0,
+            device,
         })
     }
 
@@ -83,7 +98,12 @@ impl Stepper {
     fn next_real_batch(&mut self) -> Result<Tensor> {
         let global = self.order.next_batch(self.config.train.batch_size);
         let mine = shard(&global, self.comm.rank(), self.comm.world_size())?;
-        Ok(self.dataset.batch(&mine, &Device::Cpu, DType::F32)?)
+        let batch = self.dataset.batch(&mine, &Device::Cpu, DType::F32)?;
+        // TODO(cuda-data): candle 0.11 copies from pageable host memory and waits for the
+        // copy. Staging batches in pinned buffers and copying them on a second stream while
+        // the previous step runs would hide the copy. That needs cudarc calls, because
+        // candle does not expose pinned memory.
+        Ok(batch.to_device(&self.device)?)
     }
 
     /// This rank's rows of the global batch of latent vectors of `phase` in the current step.
@@ -99,7 +119,8 @@ impl Stepper {
             DType::F32,
         )?;
         let per_rank = batch / self.comm.world_size();
-        Ok(z.narrow(0, self.comm.rank() * per_rank, per_rank)?)
+        let mine = z.narrow(0, self.comm.rank() * per_rank, per_rank)?;
+        Ok(mine.to_device(&self.device)?)
     }
 
     /// Returns the model being trained.
@@ -108,14 +129,24 @@ impl Stepper {
     }
 }
 
-/// Builds the model of `config` with its initial weights.
+/// Builds the model of `config` with its initial weights on the CPU.
 pub fn build_gan(config: &RunConfig, comm: Arc<dyn Communicator>) -> Result<SsGan> {
+    build_gan_on(config, comm, &Device::Cpu)
+}
+
+/// Builds the model of `config` with its initial weights on `device`. The weights are drawn
+/// the same way on every device.
+pub fn build_gan_on(
+    config: &RunConfig,
+    comm: Arc<dyn Communicator>,
+    device: &Device,
+) -> Result<SsGan> {
     let settings = GanSettings {
         model: &config.model,
         loss: &config.loss,
         optim: &config.optim,
         init_seed: config.run.seed,
-        device: Device::Cpu,
+        device: device.clone(),
         dtype: DType::F32,
         bucket_bytes: config.collective.bucket_bytes,
     };

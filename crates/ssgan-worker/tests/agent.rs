@@ -159,6 +159,7 @@ async fn start_attempt(
             attempt,
             addresses: addresses.clone(),
             token: 1000 + u64::from(attempt),
+            nccl_unique_id: Vec::new(),
         });
         link.send(rendezvous).await;
     }
@@ -190,6 +191,7 @@ async fn agents_train_stop_and_resume() {
     }
     for link in &links {
         assert_eq!(link.join.device, "cpu");
+        assert_eq!(link.join.gpu, None);
         assert_eq!(link.join.threads, 1);
         assert_eq!(link.join.version, env!("CARGO_PKG_VERSION"));
         assert!(link.join.worker_id.contains(':'), "{}", link.join.worker_id);

@@ -206,3 +206,12 @@ fn eval_too_few_samples_is_rejected() {
     let error = load(&["eval.real_samples=0"]).unwrap_err();
     assert!(error.contains("eval.real_samples"), "{error}");
 }
+
+#[test]
+fn precision_override_selects_bf16() {
+    let config = load(&["model.precision=\"bf16\""]).unwrap();
+    assert_eq!(config.model.precision, ssgan_model::Precision::Bf16);
+    let default = load(&[]).unwrap();
+    assert_eq!(default.model.precision, ssgan_model::Precision::F32);
+    assert!(load(&["model.precision=\"fp8\""]).is_err());
+}

@@ -106,14 +106,43 @@ impl FakeWorker {
         worker
     }
 
+    /// Joins as a GPU worker whose NCCL library has `nccl_version`, with heartbeats.
+    pub async fn join_gpu(
+        coordinator: &Coordinator,
+        worker_id: &str,
+        nccl_version: u32,
+    ) -> FakeWorker {
+        let gpu = v1::GpuInfo {
+            name: "NVIDIA H200".to_owned(),
+            cuda_driver_version: 13_000,
+            driver_version: "580.95.05".to_owned(),
+            cuda_runtime_version: 13_000,
+            nccl_version,
+        };
+        let mut worker = Self::join_with(coordinator, worker_id, "cuda:0", Some(gpu)).await;
+        let outbox = worker.outbox.clone();
+        worker.heartbeat = Some(tokio::spawn(send_heartbeats(outbox)));
+        worker
+    }
+
     /// Joins and checks the Welcome, but sends no heartbeats.
     pub async fn join_silent(coordinator: &Coordinator, worker_id: &str) -> FakeWorker {
+        Self::join_with(coordinator, worker_id, "cpu", None).await
+    }
+
+    async fn join_with(
+        coordinator: &Coordinator,
+        worker_id: &str,
+        device: &str,
+        gpu: Option<v1::GpuInfo>,
+    ) -> FakeWorker {
         let join = Outgoing::Join(v1::Join {
             worker_id: worker_id.to_owned(),
-            device: "cpu".to_owned(),
+            device: device.to_owned(),
             threads: 1,
             version: VERSION.to_owned(),
             hostname: "localhost".to_owned(),
+            gpu,
         });
         let (outbox, inbound) = open_session(coordinator, join).await.unwrap();
         let mut worker = FakeWorker {
@@ -145,6 +174,13 @@ impl FakeWorker {
             tokio::time::timeout(WAIT, self.inbound.message()).await,
             Ok(Ok(None) | Err(_))
         )
+    }
+
+    /// Returns whether no message arrives within `wait`.
+    pub async fn stays_quiet(&mut self, wait: Duration) -> bool {
+        tokio::time::timeout(wait, self.inbound.message())
+            .await
+            .is_err()
     }
 
     pub async fn next_assignment(&mut self) -> v1::Assignment {

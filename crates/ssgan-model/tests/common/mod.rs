@@ -33,6 +33,11 @@ pub fn tiny_loss() -> LossConfig {
 }
 
 pub fn build(model: &ModelConfig, dtype: DType, seed: u64) -> SsGan {
+    build_on(model, dtype, seed, &Device::Cpu)
+}
+
+/// Builds the model of `model` with the tiny loss on `device`, as one rank.
+pub fn build_on(model: &ModelConfig, dtype: DType, seed: u64, device: &Device) -> SsGan {
     let loss = tiny_loss();
     let optim = OptimConfig::default();
     let settings = GanSettings {
@@ -40,7 +45,7 @@ pub fn build(model: &ModelConfig, dtype: DType, seed: u64) -> SsGan {
         loss: &loss,
         optim: &optim,
         init_seed: seed,
-        device: Device::Cpu,
+        device: device.clone(),
         dtype,
         bucket_bytes: ssgan_collective::DEFAULT_BUCKET_BYTES,
     };

@@ -1,15 +1,15 @@
 //! One assigned rank, trained on a blocking thread so that candle work stays off the async
 //! runtime's worker threads.
 
-use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
-use ssgan_collective::{RingConfig, RingListener, RingMembership};
+use candle_core::Device;
 use ssgan_proto::v1::StepMetrics;
 use ssgan_proto::v1::run_ended::Outcome as EndedOutcome;
 use tokio::sync::mpsc::UnboundedSender;
 
+use super::collective::JobComm;
 use crate::config::RunConfig;
 use crate::control::{RankOptions, RankOutcome, RunControl, TrainObserver};
 use crate::error::WorkerError;
@@ -38,19 +38,19 @@ pub(super) enum JobEvent {
     },
 }
 
-/// Everything a rank needs to join its ring and train.
+/// Everything a rank needs to connect to its group and train.
 pub(super) struct JobSpec {
     pub id: AttemptId,
     pub rank: usize,
     pub config: RunConfig,
     pub storage_url: String,
     pub resume_step: Option<u64>,
-    pub listener: RingListener,
-    pub membership: RingMembership,
+    pub comm: JobComm,
+    pub device: Device,
     pub control: Arc<RunControl>,
 }
 
-/// Joins the ring and trains. Sends a final [`JobEvent::Ended`] after success, an error or
+/// Connects to the group (TCP ring or NCCL) and trains. Sends a final [`JobEvent::Ended`] after success, an error or
 /// a panic.
 pub(super) fn run_job(spec: JobSpec, events: UnboundedSender<(AttemptId, JobEvent)>) {
     let id = spec.id.clone();
@@ -87,17 +87,10 @@ pub(super) fn run_job(spec: JobSpec, events: UnboundedSender<(AttemptId, JobEven
 
 fn train(spec: JobSpec, reporter: &mut Reporter) -> Result<RankOutcome, WorkerError> {
     let timeout = spec.config.collective.timeout();
-    let ring_config = RingConfig {
-        bootstrap_timeout: timeout,
-        op_timeout: timeout,
-        ..RingConfig::default()
-    };
-    let ring = spec
-        .listener
-        .join(&spec.membership, &ring_config)
-        .map_err(ssgan_model::ModelError::from)?;
-    tracing::debug!(run_id = %spec.id.run_id, rank = spec.rank, "joined the ring");
-    let options = RankOptions::distributed(Arc::new(ring), spec.resume_step);
+    let comm = spec.comm.connect(&spec.device, spec.rank, timeout)?;
+    tracing::debug!(run_id = %spec.id.run_id, rank = spec.rank, device = ?spec.device, "connected to the group");
+    let mut options = RankOptions::distributed(comm, spec.resume_step);
+    options.device = spec.device;
     let mut trainer = Trainer::open_rank(spec.config, &spec.storage_url, &spec.id.run_id, options)?;
     reporter.step = trainer.step();
     trainer.run_rank(&spec.control, reporter)
@@ -150,15 +143,4 @@ fn metrics(report: &StepReport) -> StepMetrics {
         step_seconds: report.seconds,
         images_per_second: report.images_per_second,
     }
-}
-
-/// Parses the rendezvous addresses, ordered by rank.
-pub(super) fn parse_addresses(addresses: &[String]) -> Result<Vec<SocketAddr>, String> {
-    addresses
-        .iter()
-        .map(|a| {
-            a.parse()
-                .map_err(|e| format!("invalid ring address {a:?}: {e}"))
-        })
-        .collect()
 }

@@ -1,10 +1,8 @@
 //! One connection to the coordinator: Join, Welcome, heartbeats, and the rank's messages.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ssgan_collective::{RingListener, RingMembership};
 use ssgan_proto::v1::coordinator_message::Message as Inbound;
 use ssgan_proto::v1::run_ended::Outcome as EndedOutcome;
 use ssgan_proto::v1::worker_message::Message as Outbound;
@@ -19,8 +17,9 @@ use tonic::Code;
 use tonic::codec::Streaming;
 use tonic::transport::Endpoint;
 
-use super::job::{AttemptId, JobEvent, JobSpec, parse_addresses, run_job};
-use super::{AgentError, AgentOptions};
+use super::collective::Bootstrap;
+use super::job::{AttemptId, JobEvent, JobSpec, run_job};
+use super::{AgentDevice, AgentError, AgentOptions};
 use crate::config::RunConfig;
 use crate::control::RunControl;
 
@@ -42,7 +41,7 @@ pub(super) enum SessionEnd {
 /// The rank that the worker was assigned, if any.
 enum JobState {
     Idle,
-    /// Assignment accepted and listener bound; waiting for the Rendezvous.
+    /// Assignment accepted and bootstrap prepared; waiting for the Rendezvous.
     Pending(Box<Pending>),
     /// Training on a blocking thread until it sends [`JobEvent::Ended`].
     Running {
@@ -58,7 +57,7 @@ struct Pending {
     config: RunConfig,
     storage_url: String,
     resume_step: Option<u64>,
-    listener: RingListener,
+    bootstrap: Bootstrap,
     control: Arc<RunControl>,
 }
 
@@ -67,6 +66,7 @@ type EventReceiver = mpsc::UnboundedReceiver<(AttemptId, JobEvent)>;
 
 pub(super) struct Session<'a> {
     options: &'a AgentOptions,
+    device: &'a AgentDevice,
     worker_id: &'a str,
     stopped: watch::Receiver<bool>,
     outbound: Option<mpsc::Sender<WorkerMessage>>,
@@ -77,12 +77,14 @@ pub(super) struct Session<'a> {
 impl<'a> Session<'a> {
     pub fn new(
         options: &'a AgentOptions,
+        device: &'a AgentDevice,
         worker_id: &'a str,
         stopped: watch::Receiver<bool>,
     ) -> Self {
         let (events_tx, _) = mpsc::unbounded_channel();
         Self {
             options,
+            device,
             worker_id,
             stopped,
             outbound: None,
@@ -129,6 +131,7 @@ impl<'a> Session<'a> {
             threads: self.options.threads,
             version: env!("CARGO_PKG_VERSION").to_string(),
             hostname: super::hostname(),
+            gpu: self.device.gpu.clone(),
         }))
     }
 
@@ -241,13 +244,14 @@ impl<'a> Session<'a> {
         }
         match self.prepare(assignment, id.clone()) {
             Ok(pending) => {
-                let address = pending.listener.local_addr().to_string();
-                tracing::debug!(run_id = %id.run_id, attempt = id.attempt, rank = pending.rank, %address, "assigned a rank");
+                let (address, nccl_unique_id) = pending.bootstrap.report();
+                tracing::debug!(run_id = %id.run_id, attempt = id.attempt, rank = pending.rank, %address, nccl = !nccl_unique_id.is_empty(), "assigned a rank");
                 self.state = JobState::Pending(Box::new(pending));
                 let reply = RingAddress {
                     run_id: id.run_id,
                     attempt: id.attempt,
                     address,
+                    nccl_unique_id,
                 };
                 self.send(Outbound::RingAddress(reply)).await;
             }
@@ -259,7 +263,7 @@ impl<'a> Session<'a> {
         }
     }
 
-    /// Validates an assignment and binds its ring listener.
+    /// Validates an assignment and prepares its collective bootstrap.
     fn prepare(&self, assignment: Assignment, id: AttemptId) -> Result<Pending, String> {
         let origin = format!("the config of run {}", assignment.run_id);
         let config = RunConfig::from_toml(&assignment.config_toml, &origin, &[])
@@ -269,8 +273,8 @@ impl<'a> Session<'a> {
             return Err(format!("rank {rank} is outside world size {world_size}"));
         }
         config.validate(world_size).map_err(|e| e.to_string())?;
-        let address = SocketAddr::new(self.options.ring_host, 0);
-        let listener = RingListener::bind(address).map_err(|e| e.to_string())?;
+        let bootstrap =
+            Bootstrap::prepare(self.device.spec, rank, world_size, self.options.ring_host)?;
         Ok(Pending {
             id,
             rank,
@@ -278,14 +282,14 @@ impl<'a> Session<'a> {
             config,
             storage_url: assignment.storage_url,
             resume_step: assignment.resume_step,
-            listener,
+            bootstrap,
             control: Arc::new(RunControl::default()),
         })
     }
 
     async fn on_rendezvous(&mut self, rendezvous: Rendezvous) {
         let id = AttemptId {
-            run_id: rendezvous.run_id,
+            run_id: rendezvous.run_id.clone(),
             attempt: rendezvous.attempt,
         };
         let pending = match std::mem::replace(&mut self.state, JobState::Idle) {
@@ -296,8 +300,12 @@ impl<'a> Session<'a> {
                 return;
             }
         };
-        let addresses = match checked_addresses(&rendezvous.addresses, pending.world_size) {
-            Ok(addresses) => addresses,
+        let pending = *pending;
+        let comm = match pending
+            .bootstrap
+            .complete(&rendezvous, pending.rank, pending.world_size)
+        {
+            Ok(comm) => comm,
             Err(message) => {
                 tracing::error!(run_id = %id.run_id, attempt = id.attempt, rank = pending.rank, error = %message, "invalid Rendezvous");
                 self.send_ended(&id, EndedOutcome::Failed, 0, &message)
@@ -305,26 +313,22 @@ impl<'a> Session<'a> {
                 return;
             }
         };
-        self.start(*pending, addresses, rendezvous.token);
-    }
-
-    fn start(&mut self, pending: Pending, addresses: Vec<SocketAddr>, token: u64) {
         let control = pending.control.clone();
-        let id = pending.id.clone();
         let spec = JobSpec {
             id: pending.id,
             rank: pending.rank,
             config: pending.config,
             storage_url: pending.storage_url,
             resume_step: pending.resume_step,
-            membership: RingMembership {
-                rank: pending.rank,
-                addresses,
-                token,
-            },
-            listener: pending.listener,
+            comm,
+            device: self.device.device.clone(),
             control: pending.control,
         };
+        self.start(spec, control);
+    }
+
+    fn start(&mut self, spec: JobSpec, control: Arc<RunControl>) {
+        let id = spec.id.clone();
         let events = self.events_tx.clone();
         tokio::task::spawn_blocking(move || run_job(spec, events));
         self.state = JobState::Running { id, control };
@@ -430,18 +434,6 @@ impl<'a> Session<'a> {
             );
         }
     }
-}
-
-/// Parses the rendezvous addresses and checks that there is one per rank.
-fn checked_addresses(addresses: &[String], world_size: usize) -> Result<Vec<SocketAddr>, String> {
-    let parsed = parse_addresses(addresses)?;
-    if parsed.len() != world_size {
-        return Err(format!(
-            "the Rendezvous lists {} addresses for world size {world_size}",
-            parsed.len()
-        ));
-    }
-    Ok(parsed)
 }
 
 fn ended(id: &AttemptId, outcome: EndedOutcome, step: u64, message: &str) -> RunEnded {

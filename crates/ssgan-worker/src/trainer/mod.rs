@@ -97,7 +97,7 @@ impl Trainer {
             Some(step) => Some(store.load_checkpoint(run_id, step)?),
             None => store.load_latest(run_id)?,
         };
-        let stepper = Stepper::new(config, dataset, options.comm)?;
+        let stepper = Stepper::on_device(config, dataset, options.comm, options.device)?;
         let record = if options.owns_run_record {
             Some(record::open_record(&store, run_id, &stepper.config)?)
         } else {

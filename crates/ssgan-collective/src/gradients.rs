@@ -234,32 +234,7 @@ mod tests {
 
     use super::*;
     use crate::SingleRank;
-
-    /// Two ranks whose gradients are equal: every sum doubles the values.
-    struct Twins;
-
-    impl Communicator for Twins {
-        fn rank(&self) -> usize {
-            0
-        }
-
-        fn world_size(&self) -> usize {
-            2
-        }
-
-        fn all_reduce_sum(&self, data: &mut [f32]) -> Result<(), CollectiveError> {
-            data.iter_mut().for_each(|value| *value *= 2.0);
-            Ok(())
-        }
-
-        fn broadcast(&self, _data: &mut [f32], _root: usize) -> Result<(), CollectiveError> {
-            Ok(())
-        }
-
-        fn barrier(&self) -> Result<(), CollectiveError> {
-            Ok(())
-        }
-    }
+    use crate::twins::Twins;
 
     /// Counts the all-reduce calls and their lengths, and doubles like [`Twins`].
     #[derive(Default)]

@@ -40,6 +40,8 @@ mod nccl;
 mod ring;
 mod single;
 mod tensor;
+#[cfg(test)]
+mod twins;
 mod watchdog;
 
 pub use bench::{AllReduceBenchRow, bench_all_reduce};

@@ -178,32 +178,7 @@ mod tests {
     use candle_core::Device;
 
     use super::*;
-
-    /// Two ranks that hold the same values: every sum doubles them.
-    struct Twins;
-
-    impl Communicator for Twins {
-        fn rank(&self) -> usize {
-            0
-        }
-
-        fn world_size(&self) -> usize {
-            2
-        }
-
-        fn all_reduce_sum(&self, data: &mut [f32]) -> Result<(), CollectiveError> {
-            data.iter_mut().for_each(|value| *value *= 2.0);
-            Ok(())
-        }
-
-        fn broadcast(&self, _data: &mut [f32], _root: usize) -> Result<(), CollectiveError> {
-            Ok(())
-        }
-
-        fn barrier(&self) -> Result<(), CollectiveError> {
-            Ok(())
-        }
-    }
+    use crate::twins::Twins;
 
     #[test]
     fn in_place_sum_changes_only_the_view() {

@@ -81,7 +81,7 @@ pub fn resolve_inception_weights_in(source: &str, cache: &Path) -> Result<PathBu
     Ok(cached)
 }
 
-/// Whether `source` is a URL to download rather than a local path or `file://` URL.
+/// Returns whether `source` is a URL to download rather than a local path or `file://` URL.
 fn is_remote(source: &str) -> bool {
     source.contains("://") && !source.starts_with("file://")
 }
@@ -94,7 +94,7 @@ fn existing(path: PathBuf) -> Result<PathBuf, WeightsError> {
     }
 }
 
-/// The last path segment of `url`, or a fixed name when it has none.
+/// Returns the last path segment of `url`, or pytorch-fid's file name when it has none.
 fn file_name(url: &str) -> String {
     let path = url.split(['?', '#']).next().unwrap_or(url);
     match path.rsplit('/').next() {
@@ -152,8 +152,8 @@ fn check_digest(url: &str, name: &str, bytes: &[u8]) -> Result<(), WeightsError>
     })
 }
 
-/// The hexadecimal digest prefix after the last '-' of the file stem, if it has 8 or more
-/// lowercase hex digits.
+/// Returns the hexadecimal digest prefix after the last '-' of the file stem, if it has 8 or
+/// more lowercase hex digits.
 fn promised_digest(name: &str) -> Option<String> {
     let stem = name.split('.').next()?;
     let candidate = stem.rsplit('-').next()?;

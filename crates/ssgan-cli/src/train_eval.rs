@@ -20,7 +20,7 @@ use tonic::transport::Channel;
 /// Time between polls of the run's pending evaluations at the end of `train --workers`.
 const PENDING_POLL: Duration = Duration::from_millis(500);
 
-/// Returns the weights source when the config asks for evaluation during training. Warns
+/// Returns the weights source when the config requests evaluation during training. Warns
 /// about a config that sets only one of the two keys.
 pub fn requested_weights(config: &RunConfig) -> Option<&str> {
     let eval = &config.eval;

@@ -1,8 +1,8 @@
 //! `ssgan train` with `eval.every` and `eval.inception_weights`: the in-process path
 //! evaluates checkpoints on a thread, `--workers` starts an `ssgan evaluator` process. Both
-//! use the random-weight FID Inception fixture, which lives in `fixtures/fid` under a
-//! folder named `shared` next to the workspace root (`SSGAN_SHARED_DIR` overrides it);
-//! without it the tests print a skip line and pass.
+//! use the random-weight FID Inception fixture in `fixtures/fid` under a folder named
+//! `shared` next to the workspace root, and `SSGAN_SHARED_DIR` overrides that folder.
+//! Without the fixture the tests print a skip line and pass.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
@@ -123,7 +123,8 @@ fn train_evaluates_in_process() {
         assert_eq!(eval["step"], step);
         assert_eq!(eval["samples"], 8);
         let fid = eval["fid"].as_f64().unwrap();
-        assert!(fid.is_finite() && fid >= 0.0, "fid {fid}");
+        assert!(fid.is_finite(), "fid {fid}");
+        assert!(fid >= 0.0, "fid {fid}");
         assert!(log.contains(&format!("step {step}: FID")), "{log}");
     }
     assert!(

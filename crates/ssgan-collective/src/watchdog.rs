@@ -31,7 +31,8 @@ pub trait CollectiveLibrary: Send + Sync + 'static {
     /// closed its connection, or `None`.
     fn async_error(&self) -> Option<String>;
 
-    /// Aborts the communicator, so that its unfinished collectives end. Called at most once.
+    /// Aborts the communicator, so that its unfinished collectives end. A second call must
+    /// do nothing.
     fn abort(&self);
 }
 

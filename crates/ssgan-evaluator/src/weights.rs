@@ -163,7 +163,7 @@ fn promised_digest(name: &str) -> Option<String> {
     (candidate.len() >= 8 && is_hex && candidate != stem).then(|| candidate.to_owned())
 }
 
-/// Writes to a temporary file beside `target` and renames it, so that the cache never holds
+/// Writes to a temporary file beside `target` and renames it, so that the cache never contains
 /// a partial file.
 fn write_atomically(target: &Path, bytes: &[u8]) -> Result<(), WeightsError> {
     let dir = target.parent().unwrap_or(Path::new("."));

@@ -1,4 +1,4 @@
-//! The watchdog against a fake library whose markers complete when the test says so.
+//! The watchdog against a fake library whose markers complete only when the test completes them.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
@@ -7,7 +7,7 @@ use super::*;
 const TIMEOUT: Duration = Duration::from_millis(200);
 const POLL: Duration = Duration::from_millis(5);
 
-/// A fake collective library: a marker is the shared flag that says its work is done.
+/// A fake collective library: a marker is a shared flag that is set once its work is done.
 #[derive(Default)]
 struct FakeLibrary {
     aborts: AtomicUsize,

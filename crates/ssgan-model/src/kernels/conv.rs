@@ -68,7 +68,7 @@ pub fn conv2d_zero_upsampled(
 
 /// Computes `addend + pool(conv(relu(x)))` for a convolution of `kind` of x [N, C, H, W] with
 /// kernel [O, C, k, k] (k odd), where the ReLU and the 2x2 average pooling run only when
-/// `fusion` asks for them.
+/// `fusion` enables them.
 ///
 /// The output is [N, O, Ho, Wo] with (Ho, Wo) = (H, W) for `Same` and (2H, 2W) for
 /// `ZeroUpsampled`, halved when pooling (the unpooled size must then be even). A residual

@@ -220,8 +220,8 @@ impl Trainer {
         self.run_observed(stop, &mut OnStep(on_step))
     }
 
-    /// Trains as [`Trainer::run`] does, and also tells `observer` about each committed
-    /// checkpoint.
+    /// Trains as [`Trainer::run`] does, and also calls `observer` for each step and each
+    /// committed checkpoint.
     pub fn run_observed(
         &mut self,
         stop: &AtomicBool,

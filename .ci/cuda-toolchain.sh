@@ -13,7 +13,7 @@ cuda_top="$cuda_tools/nvidia/cu13"
 if [ ! -x "$cuda_top/bin/nvcc" ] || [ ! -e "$cuda_top/include/nv/target" ]; then
   echo "installing nvcc 13.x from PyPI into $cuda_tools (for the cuda feature check)"
   rm -rf "$cuda_tools"
-  python3 -m pip install --quiet --disable-pip-version-check --target "$cuda_tools" \
+  python3 -m pip install --quiet --disable-pip-version-check --no-cache-dir --target "$cuda_tools" \
     'nvidia-cuda-nvcc>=13.0,<13.5' 'nvidia-cuda-crt>=13.0,<13.5' \
     'nvidia-cuda-runtime>=13.0,<13.5' 'nvidia-nvvm>=13.0,<13.5' \
     'nvidia-cuda-cccl>=13.0,<13.5'

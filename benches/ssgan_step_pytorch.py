@@ -64,19 +64,21 @@ def upsampled_conv(conv, x, fused):
     if not fused:
         return conv(upsample_zeros(x))
     kernel = conv.weight.flip(2, 3).transpose(0, 1)
-    return F.conv_transpose2d(x, kernel, conv.bias, stride=2, padding=1, output_padding=1)
+    pad = conv.padding[0]
+    return F.conv_transpose2d(x, kernel, conv.bias, stride=2, padding=pad, output_padding=1)
 
 
 class GeneratorBlock(nn.Module):
     fused = False
 
-    def __init__(self, c, z_dim):
+    def __init__(self, c_in, c_mid, c_out, z_dim, shortcut_kernel=3):
         super().__init__()
-        self.bn1 = SelfModulatedBN(c, z_dim)
-        self.conv_a = nn.Conv2d(c, c, 3, padding=1)
-        self.bn2 = SelfModulatedBN(c, z_dim)
-        self.conv_b = nn.Conv2d(c, c, 3, padding=1)
-        self.shortcut = nn.Conv2d(c, c, 3, padding=1)
+        self.bn1 = SelfModulatedBN(c_in, z_dim)
+        self.conv_a = nn.Conv2d(c_in, c_mid, 3, padding=1)
+        self.bn2 = SelfModulatedBN(c_mid, z_dim)
+        self.conv_b = nn.Conv2d(c_mid, c_out, 3, padding=1)
+        k = shortcut_kernel
+        self.shortcut = nn.Conv2d(c_in, c_out, k, padding=k // 2)
 
     def forward(self, x, z):
         h = F.relu(self.bn1(x, z))
@@ -86,13 +88,17 @@ class GeneratorBlock(nn.Module):
 
 
 class Generator(nn.Module):
-    def __init__(self, ch, z_dim=128):
+    """Linear to 4x4, one upsampling block per (c_in, c_mid, c_out) in `plan`, sBN, ReLU,
+    3x3 conv and sigmoid."""
+
+    def __init__(self, plan, z_dim=128, shortcut_kernel=3):
         super().__init__()
-        self.c = 2 * ch
+        self.c = plan[0][0]
         self.fc = nn.Linear(z_dim, 4 * 4 * self.c)
-        self.blocks = nn.ModuleList([GeneratorBlock(self.c, z_dim) for _ in range(3)])
-        self.final_norm = SelfModulatedBN(self.c, z_dim)
-        self.out = nn.Conv2d(self.c, 3, 3, padding=1)
+        blocks = [GeneratorBlock(*widths, z_dim, shortcut_kernel) for widths in plan]
+        self.blocks = nn.ModuleList(blocks)
+        self.final_norm = SelfModulatedBN(plan[-1][2], z_dim)
+        self.out = nn.Conv2d(plan[-1][2], 3, 3, padding=1)
 
     def forward(self, z):
         h = self.fc(z).reshape(z.shape[0], self.c, 4, 4)
@@ -102,11 +108,12 @@ class Generator(nn.Module):
 
 
 class DiscriminatorBlock(nn.Module):
-    def __init__(self, c_in, c_out, down):
+    def __init__(self, c_in, c_out, down, shortcut_kernel=3):
         super().__init__()
         self.conv_a = spectral_norm(nn.Conv2d(c_in, c_out, 3, padding=1))
         self.conv_b = spectral_norm(nn.Conv2d(c_out, c_out, 3, padding=1))
-        self.shortcut = spectral_norm(nn.Conv2d(c_in, c_out, 3, padding=1))
+        k = shortcut_kernel
+        self.shortcut = spectral_norm(nn.Conv2d(c_in, c_out, k, padding=k // 2))
         self.down = down
 
     def forward(self, x):
@@ -116,18 +123,31 @@ class DiscriminatorBlock(nn.Module):
 
 
 class Discriminator(nn.Module):
-    def __init__(self, ch):
+    """One block per (c_in, c_out, downsample) in `plan`, ReLU, mean or sum over the last
+    feature map, and true/fake and rotation heads."""
+
+    def __init__(self, plan, shortcut_kernel=3, pooling="mean"):
         super().__init__()
-        plan = [(3, True), (ch, True), (ch, False), (ch, False)]
-        self.blocks = nn.ModuleList([DiscriminatorBlock(c, ch, d) for c, d in plan])
-        self.head = spectral_norm(nn.Linear(ch, 1))
-        self.rotation_head = spectral_norm(nn.Linear(ch, 4))
+        self.blocks = nn.ModuleList([DiscriminatorBlock(*p, shortcut_kernel) for p in plan])
+        width = plan[-1][1]
+        self.head = spectral_norm(nn.Linear(width, 1))
+        self.rotation_head = spectral_norm(nn.Linear(width, 4))
+        self.pooling = pooling
 
     def forward(self, x):
         for block in self.blocks:
             x = block(x)
-        features = F.relu(x).mean(dim=(2, 3))
+        h = F.relu(x)
+        features = h.mean(dim=(2, 3)) if self.pooling == "mean" else h.sum(dim=(2, 3))
         return self.head(features).squeeze(1), self.rotation_head(features)
+
+
+def resnet32(ch):
+    """The 32x32 model: generator width 2*ch, discriminator width ch."""
+    g = 2 * ch
+    generator = Generator([(g, g, g)] * 3)
+    plan = [(3, ch, True), (ch, ch, True), (ch, ch, False), (ch, ch, False)]
+    return generator, Discriminator(plan)
 
 
 def rotations(tail):
@@ -166,12 +186,35 @@ def g_step(g, d, opt_g, z, n):
     opt_g.step()
 
 
+def timed_steps(step, warmup, steps, batch):
+    """Runs `warmup` untimed and `steps` timed calls of `step` and summarises the times."""
+    for _ in range(warmup):
+        step()
+    seconds = []
+    for _ in range(steps):
+        start = time.perf_counter()
+        step()
+        seconds.append(time.perf_counter() - start)
+    median = statistics.median(seconds)
+    return {
+        "implementation": "pytorch",
+        "torch_version": torch.__version__,
+        "images_per_second": batch / median,
+        "step_seconds_median": median,
+        "step_seconds_min": min(seconds),
+        "step_seconds_max": max(seconds),
+    }
+
+
 def check_fused_upsample():
-    conv = nn.Conv2d(5, 4, 3, padding=1).double()
-    x = torch.randn(2, 5, 6, 7, dtype=torch.float64)
-    diff = (upsampled_conv(conv, x, False) - upsampled_conv(conv, x, True)).abs().max().item()
-    print(json.dumps({"fused_upsample_max_abs_diff": diff}))
-    assert diff < 1e-12, diff
+    diffs = []
+    for k in (3, 1):
+        conv = nn.Conv2d(5, 4, k, padding=k // 2).double()
+        x = torch.randn(2, 5, 6, 7, dtype=torch.float64)
+        fused = upsampled_conv(conv, x, True)
+        diffs.append((upsampled_conv(conv, x, False) - fused).abs().max().item())
+    print(json.dumps({"fused_upsample_max_abs_diff": max(diffs)}))
+    assert max(diffs) < 1e-12, diffs
 
 
 def main():
@@ -197,7 +240,7 @@ def main():
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     n = args.rotated // 4
-    g, d = Generator(args.ch), Discriminator(args.ch)
+    g, d = resnet32(args.ch)
     opt_g = torch.optim.Adam(g.parameters(), lr=2e-4, betas=(0.0, 0.9), eps=1e-8)
     opt_d = torch.optim.Adam(d.parameters(), lr=2e-4, betas=(0.0, 0.9), eps=1e-8)
 
@@ -208,21 +251,8 @@ def main():
         g_step(g, d, opt_g, torch.rand(args.batch, 128) * 2 - 1, n)
         d.requires_grad_(True)
 
-    for _ in range(args.warmup):
-        step()
-    seconds = []
-    for _ in range(args.steps):
-        start = time.perf_counter()
-        step()
-        seconds.append(time.perf_counter() - start)
-    median = statistics.median(seconds)
     result = {
-        "implementation": "pytorch",
-        "torch_version": torch.__version__,
-        "images_per_second": args.batch / median,
-        "step_seconds_median": median,
-        "step_seconds_min": min(seconds),
-        "step_seconds_max": max(seconds),
+        **timed_steps(step, args.warmup, args.steps, args.batch),
         "batch_size": args.batch,
         "rotated_batch_size": args.rotated,
         "n_dis": args.n_dis,

@@ -6,7 +6,10 @@
 #   - NCCL all-reduce (f32 and bf16 in place on the device, and through the host) and
 #     broadcast across every visible GPU, one thread per GPU;
 #   - the differentiable all-reduce's backward over NCCL;
-#   - synchronized batch norm across the GPUs against one GPU with the whole batch.
+#   - synchronized batch norm across the GPUs against one GPU with the whole batch;
+# then it times the scaled-up 128x128 model's step (bf16) at batch 64 and 128 on cuda:0 next
+# to benches/ssgan128_step_pytorch.py on the same GPU, and prints images/s, the ratio and the
+# model FLOP utilisation against the GPU's bf16 peak (scripts/gpu_bench_report.py).
 # Everything printed also goes to the log file ($SSGAN_GPU_LOG, default
 # gpu-check-<UTC time>.log). Exits non-zero when a build fails or a check fails.
 #
@@ -52,11 +55,25 @@ timeout 300 cargo test --release --features cuda -p ssgan-model --test cuda -- \
   --nocapture --test-threads=1 || status=$?
 timeout 120 cargo test --release --features cuda -p ssgan-model --test mixed_precision || status=$?
 
-# TODO(gpu-bench): benchmark the scaled-up 128x128 model's step at per-GPU batch 64 and 128 next
-# to a PyTorch reference on the same GPU (images/s, ratio, MFU against the bf16 peak). There is
-# nothing to compare yet, because ssgan-model lacks the resnet128-scaled architecture and
-# `ssgan bench step` runs on the CPU only. Add both, then call them here.
-echo "NOT RUN benchmark: resnet128-scaled and a GPU step benchmark do not exist yet"
+echo "== step benchmark: resnet128-scaled (configs/imagenet128-scaled.toml), bf16, noise images"
+bench_dir="$(mktemp -d)"
+for batch in 64 128; do
+  # The preset rotates 512 of 1024 images' worth (half the batch); keep that share per GPU.
+  rotated=$((batch / 2))
+  timeout 240 target/release/ssgan bench step --config configs/imagenet128-scaled.toml \
+    --synthetic --device cuda:0 --batch-size "$batch" --warmup 2 --steps 5 --json \
+    --set loss.rotated_batch_size="$rotated" --set model.precision='"bf16"' \
+    --set model.init='"normal"' >"$bench_dir/ssgan-$batch.json" || status=$?
+  if python3 -c 'import torch; assert torch.cuda.is_available()' 2>/dev/null; then
+    timeout 240 python3 benches/ssgan128_step_pytorch.py --device cuda:0 --batch "$batch" \
+      --rotated "$rotated" --bf16 --warmup 2 --steps 5 >"$bench_dir/torch-$batch.json" || status=$?
+  else
+    echo "NOT RUN PyTorch reference at batch $batch: python3 has no CUDA-enabled torch (pip install torch)"
+  fi
+  python3 scripts/gpu_bench_report.py "$batch" "$bench_dir/ssgan-$batch.json" \
+    "$bench_dir/torch-$batch.json" || status=$?
+done
+rm -rf "$bench_dir"
 
 elapsed=$(( $(date +%s) - started ))
 if [ "$status" -eq 0 ]; then

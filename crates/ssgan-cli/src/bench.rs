@@ -5,8 +5,9 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::{Args, Subcommand};
 use ssgan_worker::RunConfig;
-use ssgan_worker::bench::bench_step;
+use ssgan_worker::bench::{StepBenchOptions, bench_step};
 use ssgan_worker::bench_conv::{bench_conv, paper_layers};
+use ssgan_worker::device::DeviceSpec;
 
 #[derive(Args)]
 pub struct BenchArgs {
@@ -68,6 +69,13 @@ struct StepArgs {
     /// Timed steps; the median is reported.
     #[arg(long, default_value_t = 5)]
     steps: usize,
+    /// Device of the model: "cpu", or "cuda:N" in a build with the `cuda` feature.
+    #[arg(long, default_value = "cpu", value_parser = DeviceSpec::parse)]
+    device: DeviceSpec,
+    /// Feed noise images of the model's size instead of the config's data, and leave the
+    /// [data] section unchecked: times the 128x128 models without a 128x128 dataset.
+    #[arg(long)]
+    synthetic: bool,
     /// Print one line of JSON instead of text.
     #[arg(long)]
     json: bool,
@@ -122,19 +130,34 @@ fn run_step(args: StepArgs) -> Result<i32> {
     );
     let mut overrides = args.overrides.clone();
     overrides.push(format!("train.batch_size={}", args.batch_size));
-    let config = RunConfig::load(&args.config, &overrides)?;
-    let result = bench_step(config, args.warmup, args.steps)?;
+    let config = if args.synthetic {
+        RunConfig::load_without_data(&args.config, &overrides)?
+    } else {
+        RunConfig::load(&args.config, &overrides)?
+    };
+    let options = StepBenchOptions {
+        warmup: args.warmup,
+        measured: args.steps,
+        device: args.device,
+        synthetic: args.synthetic,
+    };
+    let result = bench_step(config, &options)?;
     if args.json {
         println!("{}", serde_json::to_string(&result)?);
     } else {
         println!(
-            "{:.2} images/s, median step {:.3} s (min {:.3}, max {:.3}) over {} steps after {} warm-up; batch {}, n_dis {}, G width {}, D width {}, {} threads, peak RSS {}",
+            "{:.2} images/s, median step {:.3} s (min {:.3}, max {:.3}) over {} steps after {} warm-up; {} at {}x{} on {}, {:.2} model TFLOP/s; batch {}, n_dis {}, G width {}, D width {}, {} threads, peak RSS {}",
             result.images_per_second,
             result.step_seconds_median,
             result.step_seconds_min,
             result.step_seconds_max,
             result.measured_steps,
             result.warmup_steps,
+            result.arch,
+            result.image_size,
+            result.image_size,
+            result.device,
+            result.model_tflops,
             result.batch_size,
             result.n_dis,
             result.generator_width,

@@ -235,6 +235,74 @@ fn bench_step_prints_json() {
 }
 
 #[test]
+fn bench_step_times_the_scaled_model_on_noise_images() {
+    let config = repo().join("configs/imagenet128-scaled.toml");
+    let output = ssgan()
+        .args(["bench", "step", "--config", config.to_str().unwrap()])
+        .args([
+            "--synthetic",
+            "--batch-size",
+            "2",
+            "--warmup",
+            "0",
+            "--steps",
+            "1",
+        ])
+        .args([
+            "--set",
+            "model.ch=1",
+            "--set",
+            "loss.rotated_batch_size=4",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    let line = String::from_utf8(output.stdout).unwrap();
+    let value: serde_json::Value = serde_json::from_str(line.trim()).unwrap();
+    assert_eq!(value["arch"], "resnet128-scaled", "{line}");
+    assert_eq!(value["image_size"].as_u64(), Some(128), "{line}");
+    assert_eq!(value["synthetic"], true, "{line}");
+    assert!(
+        value["model_flops_per_step"].as_f64().unwrap() > 0.0,
+        "{line}"
+    );
+    let refused = ssgan()
+        .args(["train", "--config", config.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    let message = stderr(&refused);
+    assert!(
+        message.contains("image folders are not implemented"),
+        "{message}"
+    );
+    if cfg!(not(feature = "cuda")) {
+        let no_gpu = ssgan()
+            .args([
+                "bench",
+                "step",
+                "--config",
+                config.to_str().unwrap(),
+                "--synthetic",
+            ])
+            .args([
+                "--device",
+                "cuda:0",
+                "--batch-size",
+                "2",
+                "--set",
+                "model.ch=1",
+            ])
+            .args(["--set", "loss.rotated_batch_size=4"])
+            .output()
+            .unwrap();
+        let message = stderr(&no_gpu);
+        assert!(message.contains("without the `cuda` feature"), "{message}");
+    }
+}
+
+#[test]
 fn bench_allreduce_prints_json_per_size() {
     let output = ssgan()
         .args(["bench", "allreduce", "--ranks", "3", "--sizes", "4,40000"])

@@ -7,10 +7,12 @@
 mod batch;
 mod cifar;
 mod error;
+mod images;
 mod order;
 mod shard;
 
 pub use cifar::{CifarDataset, IMAGE_BYTES, RECORD_BYTES, Split};
 pub use error::DataError;
+pub use images::{NoiseImages, TrainImages};
 pub use order::{BatchOrder, DataPosition};
 pub use shard::shard;

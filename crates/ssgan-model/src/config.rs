@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::arch::Layout;
 use crate::error::{ModelError, Result};
 
 /// Network architecture.
@@ -11,8 +12,23 @@ pub enum Arch {
     /// The 32x32 ResNet of SNGAN (Miyato et al., 2018) as compare_gan's `resnet_cifar`:
     /// generator width 2*ch and discriminator width ch, so ch = 128 gives 256 and 128.
     Resnet32,
+    /// compare_gan's `resnet5` for 128x128 images: generator widths ch x (8, 8, 4, 4, 2, 1),
+    /// discriminator widths ch x (1, 2, 4, 4, 8, 8); ch = 64 in the paper's main table.
     Resnet128,
+    /// The scaled-up 128x128 model of Chen et al., appendix C: generator widths
+    /// ch x (16, 16, 8, 4, 2, 1), discriminator widths ch x (1, 2, 4, 8, 16, 16); ch = 96.
     Resnet128Scaled,
+}
+
+impl Arch {
+    /// Returns the name that configs use, such as `resnet128-scaled`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Arch::Resnet32 => "resnet32",
+            Arch::Resnet128 => "resnet128",
+            Arch::Resnet128Scaled => "resnet128-scaled",
+        }
+    }
 }
 
 /// Loss set that trains the networks.
@@ -90,7 +106,8 @@ impl Precision {
 pub struct ModelConfig {
     pub arch: Arch,
     pub variant: Variant,
-    /// Base channel width; resnet32 uses 2*ch in the generator and ch in the discriminator.
+    /// Base channel width; resnet32 uses 2*ch in the generator and ch in the discriminator,
+    /// the 128x128 models multiples of ch per block (see [`Arch`]).
     pub ch: usize,
     /// Dimension of the latent vector z ~ Uniform(-1, 1).
     pub z_dim: usize,
@@ -227,16 +244,8 @@ impl ModelConfig {
         check(hidden_ok, "model.sbn_hidden", self.sbn_hidden, "at least 1")
     }
 
-    /// Rejects architectures and variants that this version does not build yet.
+    /// Rejects variants that this version does not build yet.
     fn check_implemented(&self) -> Result<()> {
-        if self.arch != Arch::Resnet32 {
-            let value = format!("{:?}", self.arch).to_lowercase();
-            return Err(ModelError::Unsupported {
-                key: "model.arch",
-                value,
-                supported: "resnet32",
-            });
-        }
         if matches!(self.variant, Variant::Cond | Variant::RotOnly) {
             let value = format!("{:?}", self.variant).to_lowercase();
             return Err(ModelError::Unsupported {
@@ -248,14 +257,20 @@ impl ModelConfig {
         Ok(())
     }
 
-    /// Channel width of the generator's residual blocks.
+    /// Channel width of the generator's first residual block (all of them in resnet32).
     pub fn g_width(&self) -> usize {
-        2 * self.ch
+        Layout::of(self).generator_input_width()
     }
 
-    /// Channel width of the discriminator's residual blocks.
+    /// Channel width of the discriminator's last residual block (all but the first input in
+    /// resnet32).
     pub fn d_width(&self) -> usize {
-        self.ch
+        Layout::of(self).feature_width()
+    }
+
+    /// Side length of the square images the model makes and scores: 32 or 128.
+    pub fn image_size(&self) -> usize {
+        Layout::of(self).image_size()
     }
 
     /// Returns whether the discriminator has a rotation head and the losses use it.

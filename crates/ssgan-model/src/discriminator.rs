@@ -1,7 +1,9 @@
-//! The 32x32 ResNet discriminator with its true/fake and rotation heads.
+//! The ResNet discriminators (32x32 and 128x128) with their true/fake and rotation heads,
+//! built from the block plans of [`crate::arch::Layout`].
 
 use candle_core::Tensor;
 
+use crate::arch::{DiscriminatorBlockPlan, Layout, Pooling};
 use crate::config::ModelConfig;
 use crate::ctx::Ctx;
 use crate::error::{ModelError, Result};
@@ -12,8 +14,9 @@ use crate::params::Builder;
 /// Number of rotation classes: 0, 90, 180 and 270 degrees.
 pub const ROTATIONS: usize = 4;
 
-/// One residual block: out = down(conv_b(relu(conv_a(relu(x))))) + down(conv_shortcut(x)),
-/// all convs 3x3; `down` is 2x2 average pooling, or nothing in the last two blocks.
+/// One residual block: out = down(conv_b(relu(conv_a(relu(x))))) + down(conv_shortcut(x));
+/// conv_a and conv_b are 3x3, the shortcut 3x3 or 1x1; `down` is 2x2 average pooling, or
+/// nothing in blocks that keep the resolution.
 struct DiscriminatorBlock {
     conv_a: Conv2d,
     conv_b: Conv2d,
@@ -25,16 +28,15 @@ impl DiscriminatorBlock {
     fn new(
         builder: &mut Builder,
         name: &str,
-        channels: (usize, usize),
-        down: bool,
+        plan: &DiscriminatorBlockPlan,
         sn: bool,
     ) -> Result<Self> {
-        let (c_in, c_out) = channels;
+        let (c_in, c_out, k) = (plan.c_in, plan.c_out, plan.shortcut_kernel);
         Ok(Self {
             conv_a: Conv2d::new(builder, &format!("{name}.conv_a"), (c_in, c_out), 3, sn)?,
             conv_b: Conv2d::new(builder, &format!("{name}.conv_b"), (c_out, c_out), 3, sn)?,
-            shortcut: Conv2d::new(builder, &format!("{name}.shortcut"), (c_in, c_out), 3, sn)?,
-            downsample: down,
+            shortcut: Conv2d::new(builder, &format!("{name}.shortcut"), (c_in, c_out), k, sn)?,
+            downsample: plan.downsample,
         })
     }
 
@@ -82,24 +84,28 @@ pub struct DiscriminatorOutput {
     pub rotation_logits: Option<Tensor>,
 }
 
-/// Scores 32x32 RGB images: four residual blocks (two downsampling), ReLU, spatial mean, then a
-/// linear true/fake head and, for SS-GAN, a linear 4-way rotation head on the same features.
+/// Scores square RGB images: residual blocks (four at 32x32, six at 128x128), ReLU, spatial
+/// mean or sum, then a linear true/fake head and, for SS-GAN, a linear 4-way rotation head on
+/// the same features.
 pub struct Discriminator {
     blocks: Vec<DiscriminatorBlock>,
     head: Linear,
     rotation_head: Option<Linear>,
+    pooling: Pooling,
+    image_size: usize,
 }
 
 impl Discriminator {
     /// Creates every parameter under the name prefix `d`.
     pub fn new(builder: &mut Builder, cfg: &ModelConfig) -> Result<Self> {
-        let (c, sn) = (cfg.d_width(), cfg.d_spectral_norm);
-        let plan = [(3, true), (c, true), (c, false), (c, false)];
-        let blocks = plan
+        let layout = Layout::of(cfg);
+        let (c, sn) = (layout.feature_width(), cfg.d_spectral_norm);
+        let blocks = layout
+            .discriminator
             .iter()
             .enumerate()
-            .map(|(i, &(c_in, down))| {
-                DiscriminatorBlock::new(builder, &format!("d.block{}", i + 1), (c_in, c), down, sn)
+            .map(|(i, plan)| {
+                DiscriminatorBlock::new(builder, &format!("d.block{}", i + 1), plan, sn)
             })
             .collect::<Result<Vec<_>>>()?;
         let head = Linear::new(builder, "d.head", (c, 1), 0.0, sn)?;
@@ -111,21 +117,28 @@ impl Discriminator {
             blocks,
             head,
             rotation_head,
+            pooling: layout.pooling,
+            image_size: layout.image_size(),
         })
     }
 
-    /// Scores x: [N, 3, 32, 32] with values in [0, 1], in the model's dtype.
+    /// Scores x: [N, 3, S, S] with values in [0, 1], in the model's dtype; S is the layout's
+    /// image size (32 or 128). Logits are unbounded.
     pub fn forward(&self, ctx: &Ctx, x: &Tensor) -> Result<DiscriminatorOutput> {
         let (_, channels, height, width) = x.dims4()?;
-        if (channels, height, width) != (3, 32, 32) {
-            let message = format!("images are {channels}x{height}x{width}, expected 3x32x32");
+        let s = self.image_size;
+        if (channels, height, width) != (3, s, s) {
+            let message = format!("images are {channels}x{height}x{width}, expected 3x{s}x{s}");
             return Err(ModelError::Input(message));
         }
         let mut h = x.clone();
         for block in &self.blocks {
             h = block.forward(ctx, &h)?;
         }
-        let features = h.relu()?.mean((2, 3))?;
+        let features = match self.pooling {
+            Pooling::Mean => h.relu()?.mean((2, 3))?,
+            Pooling::Sum => h.relu()?.sum((2, 3))?,
+        };
         let logits = self.head.forward(ctx, &features)?.squeeze(1)?;
         let rotation_logits = match &self.rotation_head {
             Some(head) => Some(head.forward(ctx, &features)?),
@@ -154,10 +167,15 @@ mod tests {
         let mut rng = ChaCha8Rng::seed_from_u64(3);
         let mut builder = f64_builder(&mut store, &mut rng);
         let ctx = training_ctx();
-        for down in [true, false] {
-            let block =
-                DiscriminatorBlock::new(&mut builder, &format!("b{down}"), (3, 5), down, true);
-            let block = block.unwrap();
+        for (down, k) in [(true, 3), (false, 3), (true, 1)] {
+            let plan = crate::arch::DiscriminatorBlockPlan {
+                c_in: 3,
+                c_out: 5,
+                downsample: down,
+                shortcut_kernel: k,
+            };
+            let name = format!("b{down}{k}");
+            let block = DiscriminatorBlock::new(&mut builder, &name, &plan, true).unwrap();
             for conv in [&block.conv_a, &block.conv_b, &block.shortcut] {
                 conv.randomize_bias();
             }

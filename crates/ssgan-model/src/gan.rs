@@ -119,7 +119,8 @@ impl SsGan {
         })
     }
 
-    /// Computes the discriminator loss on reals [B, 3, 32, 32] in [0, 1] and fakes generated from z [B, z_dim].
+    /// Computes the discriminator loss on reals [B, 3, S, S] in [0, 1] (S: the model's image
+    /// size, 32 or 128) and fakes generated from z [B, z_dim].
     ///
     /// The generator runs in training mode (batch statistics) without recording a graph; the
     /// discriminator scores [x, x_rot, g, g_rot] in one pass. `update_state` lets batch norm and
@@ -132,6 +133,7 @@ impl SsGan {
     ) -> Result<(Tensor, DiscriminatorMetrics)> {
         let g_ctx = self.ctx(update_state, false);
         let fakes = self.generator.forward(&g_ctx, z)?.detach();
+        check_same_image_shape(reals, &fakes)?;
         let (batch, real_rows, fake_rows) = discriminator_batch(reals, &fakes, self.rotated)?;
         let out = self
             .discriminator
@@ -203,7 +205,7 @@ impl SsGan {
         Ok(metrics)
     }
 
-    /// Generates images [N, 3, 32, 32] in (0, 1) from z [N, z_dim] in evaluation mode
+    /// Generates images [N, 3, S, S] in (0, 1) from z [N, z_dim] in evaluation mode
     /// (running batch-norm statistics, no state updates, no graph).
     pub fn sample(&self, z: &Tensor) -> Result<Tensor> {
         let ctx = Ctx {
@@ -389,4 +391,24 @@ fn weighted_sum(base: &Tensor, extra: Option<&Tensor>, weight: f64) -> Result<Te
 
 fn scalar(t: &Tensor) -> Result<f64> {
     Ok(t.to_dtype(DType::F64)?.to_scalar::<f64>()?)
+}
+
+/// Rejects real images whose channels and size differ from the generator's images.
+fn check_same_image_shape(reals: &Tensor, fakes: &Tensor) -> Result<()> {
+    let (real, fake) = (&reals.dims()[1..], &fakes.dims()[1..]);
+    if real == fake {
+        return Ok(());
+    }
+    let text = |dims: &[usize]| {
+        dims.iter()
+            .map(usize::to_string)
+            .collect::<Vec<_>>()
+            .join("x")
+    };
+    let message = format!(
+        "real images are {}, expected {} like the generator's",
+        text(real),
+        text(fake)
+    );
+    Err(ModelError::Input(message))
 }

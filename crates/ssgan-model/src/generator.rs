@@ -1,7 +1,9 @@
-//! The 32x32 ResNet generator (SNGAN / compare_gan `resnet_cifar`).
+//! The ResNet generators: 32x32 (SNGAN / compare_gan `resnet_cifar`) and the two 128x128
+//! models, built from the block plans of [`crate::arch::Layout`].
 
 use candle_core::Tensor;
 
+use crate::arch::{BASE_SIZE, GeneratorBlockPlan, Layout};
 use crate::batch_norm::{Norm, NormSpec};
 use crate::config::{ModelConfig, Upsample};
 use crate::ctx::Ctx;
@@ -11,12 +13,9 @@ use crate::layers::{Conv2d, Linear};
 use crate::params::Builder;
 use crate::resample::upsample;
 
-/// Spatial size of the first feature map; three upsampling blocks take it to 32.
-const BASE_SIZE: usize = 4;
-const BLOCKS: usize = 3;
-
 /// One residual upsampling block:
-/// out = conv_b(relu(bn2(conv_a(up(relu(bn1(x))))))) + conv_shortcut(up(x)), all convs 3x3.
+/// out = conv_b(relu(bn2(conv_a(up(relu(bn1(x))))))) + conv_shortcut(up(x)); conv_a and
+/// conv_b are 3x3, and the shortcut is 3x3 or 1x1 as in the block plan.
 struct GeneratorBlock {
     bn1: Norm,
     conv_a: Conv2d,
@@ -27,15 +26,21 @@ struct GeneratorBlock {
 }
 
 impl GeneratorBlock {
-    fn new(builder: &mut Builder, name: &str, cfg: &ModelConfig) -> Result<Self> {
-        let (c, sn) = (cfg.g_width(), cfg.g_spectral_norm);
-        let spec = norm_spec(cfg);
+    fn new(
+        builder: &mut Builder,
+        name: &str,
+        plan: &GeneratorBlockPlan,
+        cfg: &ModelConfig,
+    ) -> Result<Self> {
+        let sn = cfg.g_spectral_norm;
+        let (c_in, c_mid, c_out) = (plan.c_in, plan.c_mid, plan.c_out);
+        let k = plan.shortcut_kernel;
         Ok(Self {
-            bn1: Norm::new(builder, &format!("{name}.bn1"), &spec)?,
-            conv_a: Conv2d::new(builder, &format!("{name}.conv_a"), (c, c), 3, sn)?,
-            bn2: Norm::new(builder, &format!("{name}.bn2"), &spec)?,
-            conv_b: Conv2d::new(builder, &format!("{name}.conv_b"), (c, c), 3, sn)?,
-            shortcut: Conv2d::new(builder, &format!("{name}.shortcut"), (c, c), 3, sn)?,
+            bn1: Norm::new(builder, &format!("{name}.bn1"), &norm_spec(cfg, c_in))?,
+            conv_a: Conv2d::new(builder, &format!("{name}.conv_a"), (c_in, c_mid), 3, sn)?,
+            bn2: Norm::new(builder, &format!("{name}.bn2"), &norm_spec(cfg, c_mid))?,
+            conv_b: Conv2d::new(builder, &format!("{name}.conv_b"), (c_mid, c_out), 3, sn)?,
+            shortcut: Conv2d::new(builder, &format!("{name}.shortcut"), (c_in, c_out), k, sn)?,
             upsample: cfg.upsample,
         })
     }
@@ -76,10 +81,10 @@ impl GeneratorBlock {
     }
 }
 
-fn norm_spec(cfg: &ModelConfig) -> NormSpec {
+fn norm_spec(cfg: &ModelConfig, channels: usize) -> NormSpec {
     NormSpec {
         kind: cfg.g_norm,
-        channels: cfg.g_width(),
+        channels,
         z_dim: cfg.z_dim,
         hidden: cfg.sbn_hidden,
         spectral_norm: cfg.g_spectral_norm,
@@ -88,8 +93,8 @@ fn norm_spec(cfg: &ModelConfig) -> NormSpec {
     }
 }
 
-/// Maps z to 32x32 RGB images: linear to 4x4, three upsampling blocks, norm, ReLU, 3x3 conv,
-/// sigmoid.
+/// Maps z to square RGB images: linear to 4x4, upsampling blocks (three to 32x32, five to
+/// 128x128), norm, ReLU, 3x3 conv, sigmoid.
 pub struct Generator {
     fc: Linear,
     blocks: Vec<GeneratorBlock>,
@@ -102,14 +107,22 @@ pub struct Generator {
 impl Generator {
     /// Creates every parameter under the name prefix `g`.
     pub fn new(builder: &mut Builder, cfg: &ModelConfig) -> Result<Self> {
-        let (c, sn) = (cfg.g_width(), cfg.g_spectral_norm);
+        let layout = Layout::of(cfg);
+        let sn = cfg.g_spectral_norm;
+        let (c, c_last) = (
+            layout.generator_input_width(),
+            layout.generator_output_width(),
+        );
         let fc_out = BASE_SIZE * BASE_SIZE * c;
         let fc = Linear::new(builder, "g.fc", (cfg.z_dim, fc_out), 0.0, sn)?;
-        let blocks = (0..BLOCKS)
-            .map(|i| GeneratorBlock::new(builder, &format!("g.block{}", i + 1), cfg))
+        let blocks = layout
+            .generator
+            .iter()
+            .enumerate()
+            .map(|(i, plan)| GeneratorBlock::new(builder, &format!("g.block{}", i + 1), plan, cfg))
             .collect::<Result<Vec<_>>>()?;
-        let final_norm = Norm::new(builder, "g.final_norm", &norm_spec(cfg))?;
-        let out = Conv2d::new(builder, "g.out", (c, 3), 3, sn)?;
+        let final_norm = Norm::new(builder, "g.final_norm", &norm_spec(cfg, c_last))?;
+        let out = Conv2d::new(builder, "g.out", (c_last, 3), 3, sn)?;
         Ok(Self {
             fc,
             blocks,
@@ -120,7 +133,8 @@ impl Generator {
         })
     }
 
-    /// Generates images [N, 3, 32, 32] in (0, 1) from z: [N, z_dim], both in the model's dtype.
+    /// Generates images [N, 3, S, S] in (0, 1) from z: [N, z_dim], both in the model's dtype;
+    /// S is the layout's image size (32 or 128).
     ///
     /// In training passes batch norm uses the statistics of the global batch across ranks.
     pub fn forward(&self, ctx: &Ctx, z: &Tensor) -> Result<Tensor> {
@@ -157,6 +171,7 @@ mod tests {
     use rand_chacha::ChaCha8Rng;
 
     use super::GeneratorBlock;
+    use crate::arch::GeneratorBlockPlan;
     use crate::config::{ModelConfig, Upsample};
     use crate::params::ParamStore;
     use crate::resample::upsample;
@@ -172,15 +187,24 @@ mod tests {
         let mut store = ParamStore::default();
         let mut rng = ChaCha8Rng::seed_from_u64(5);
         let ctx = training_ctx();
-        for mode in [Upsample::Zeros, Upsample::Nearest] {
+        let square = crate::arch::Layout::of(&cfg).generator[0];
+        let narrowing = GeneratorBlockPlan {
+            c_in: 4,
+            c_mid: 4,
+            c_out: 2,
+            shortcut_kernel: 1,
+        };
+        let cases =
+            [Upsample::Zeros, Upsample::Nearest].map(|mode| [(mode, square), (mode, narrowing)]);
+        for (mode, plan) in cases.into_iter().flatten() {
             cfg.upsample = mode;
             let mut builder = f64_builder(&mut store, &mut rng);
-            let block = GeneratorBlock::new(&mut builder, &format!("{mode:?}"), &cfg).unwrap();
+            let name = format!("{mode:?}{}", plan.c_out);
+            let block = GeneratorBlock::new(&mut builder, &name, &plan, &cfg).unwrap();
             for conv in [&block.conv_a, &block.conv_b, &block.shortcut] {
                 conv.randomize_bias();
             }
-            let c = cfg.g_width();
-            let x = Tensor::randn(0f64, 1.0, (2, c, 3, 4), &Device::Cpu).unwrap();
+            let x = Tensor::randn(0f64, 1.0, (2, plan.c_in, 3, 4), &Device::Cpu).unwrap();
             let z = Tensor::randn(0f64, 1.0, (2, 4), &Device::Cpu).unwrap();
             let h = block.bn1.forward(&ctx, &x, &z).unwrap().relu().unwrap();
             let h = reference_conv(&ctx, &block.conv_a, &upsample(&h, mode).unwrap());

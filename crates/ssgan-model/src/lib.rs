@@ -1,4 +1,4 @@
-//! The SS-GAN model in candle: the 32x32 ResNet generator and discriminator, spectral norm,
+//! The SS-GAN model in candle: the ResNet generators and discriminators (32x32, 128x128), spectral norm,
 //! synchronized and self-modulated batch norm, rotations, losses, Adam and the training step.
 //!
 //! Every network tensor is a [`candle_core::Var`] named in a [`ParamStore`]; state that the
@@ -9,11 +9,13 @@
 //! networks surface as [`ModelError::Tensor`].
 
 pub mod adam;
+pub mod arch;
 pub mod batch_norm;
 pub mod config;
 pub mod ctx;
 pub mod discriminator;
 mod error;
+pub mod flops;
 pub mod gan;
 pub mod generator;
 pub mod kernels;

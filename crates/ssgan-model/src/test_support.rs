@@ -35,10 +35,11 @@ pub fn f64_builder<'a>(store: &'a mut ParamStore, rng: &'a mut ChaCha8Rng) -> Bu
     }
 }
 
-/// Computes conv(x) + bias of a 3x3 layer with candle's own conv2d, "same" padding.
+/// Computes conv(x) + bias of a k x k layer (k odd) with candle's own conv2d, "same" padding.
 pub fn reference_conv(ctx: &Ctx, conv: &Conv2d, x: &Tensor) -> Tensor {
     let kernel = conv.kernel(ctx).unwrap();
-    let y = x.conv2d(&kernel, 1, 1, 1, 1).unwrap();
+    let padding = kernel.dim(3).unwrap() / 2;
+    let y = x.conv2d(&kernel, padding, 1, 1, 1).unwrap();
     let bias = conv.bias(ctx).reshape((1, (), 1, 1)).unwrap();
     y.broadcast_add(&bias).unwrap()
 }

@@ -1,7 +1,7 @@
 mod common;
 
 use candle_core::DType;
-use ssgan_model::config::{GeneratorNorm, ModelConfig, Variant};
+use ssgan_model::config::{Arch, GeneratorNorm, ModelConfig, Variant};
 
 // Parameter counts of compare_gan's resnet_cifar at G 256 / D 128 channels, counted by hand
 // from its variable shapes.
@@ -40,6 +40,69 @@ fn discriminator_parameter_counts() {
         uncond.discriminator_params().param_count(),
         D_WITHOUT_ROTATION_HEAD
     );
+}
+
+// compare_gan's resnet5 at ch = 64 with self-modulated batch norm, from the hand counts of
+// ../shared/design/SSGAN_SPEC.md section 2.7.
+const RESNET128_G: usize = 14_019_939;
+const RESNET128_D: usize = 15_086_529;
+const RESNET128_ROTATION_HEAD: usize = 2_052;
+
+// The scaled-up model at ch = 4, counted separately from the shapes of Tables 6 and 7 (a
+// short Python sum over the layers, not this crate's layout code): G 356,583; D 154,877 plus
+// the 260 of the rotation head. At the paper's ch = 96 the same sum gives G 92,512,707 and
+// D 88,795,681 + 6,148.
+const SCALED_CH4_G: usize = 356_583;
+const SCALED_CH4_D: usize = 154_877 + 260;
+
+#[test]
+fn resnet128_parameter_counts_match_compare_gan() {
+    let model = ModelConfig {
+        arch: Arch::Resnet128,
+        ch: 64,
+        ..ModelConfig::default()
+    };
+    let gan = common::build(&model, DType::F32, 0);
+    assert_eq!(gan.generator_params().param_count(), RESNET128_G);
+    let expected = RESNET128_D + RESNET128_ROTATION_HEAD;
+    assert_eq!(gan.discriminator_params().param_count(), expected);
+}
+
+#[test]
+fn scaled_parameter_counts_match_the_tables() {
+    let model = ModelConfig {
+        arch: Arch::Resnet128Scaled,
+        ch: 4,
+        ..ModelConfig::default()
+    };
+    let gan = common::build(&model, DType::F32, 0);
+    assert_eq!(gan.generator_params().param_count(), SCALED_CH4_G);
+    assert_eq!(gan.discriminator_params().param_count(), SCALED_CH4_D);
+}
+
+#[test]
+fn models_of_128_pixels_generate_and_score_128_pixels() {
+    for arch in [Arch::Resnet128, Arch::Resnet128Scaled] {
+        let model = ModelConfig {
+            arch,
+            ch: 1,
+            ..common::tiny_model()
+        };
+        let gan = common::build(&model, DType::F32, 2);
+        let mut rng = <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(3);
+        let z = gan.latent(4, &mut rng).unwrap();
+        let images = gan.sample(&z).unwrap();
+        assert_eq!(images.dims4().unwrap(), (4, 3, 128, 128), "{arch:?}");
+        let (loss, metrics) = gan.discriminator_loss(&images, &z, false).unwrap();
+        let loss = loss.to_scalar::<f32>().unwrap();
+        assert!(
+            loss.is_finite() && metrics.rotation > 0.0,
+            "{arch:?}: {loss}"
+        );
+        let small = common::pattern_images(4, DType::F32);
+        let error = gan.discriminator_loss(&small, &z, false).err().unwrap();
+        assert!(error.to_string().contains("expected 3x128x128"), "{error}");
+    }
 }
 
 #[test]

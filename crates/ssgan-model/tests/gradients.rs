@@ -144,3 +144,24 @@ fn generator_gradients_plain_bn_nearest() {
     let loss_at = || scalar(&gan.generator_loss(&z, false).unwrap().0);
     check_params(gan.generator_params(), &grads, &loss_at);
 }
+
+#[test]
+fn scaled_discriminator_gradients_match_finite_differences() {
+    use ssgan_model::config::Arch;
+    let model = ModelConfig {
+        arch: Arch::Resnet128Scaled,
+        ch: 1,
+        ..common::tiny_model()
+    };
+    let gan = common::build(&model, DType::F64, 4);
+    let mut rng = ChaCha8Rng::seed_from_u64(12);
+    let z = gan.latent(4, &mut rng).unwrap();
+    let reals = common::pattern_images_of_size(4, 128, DType::F64);
+    randomize_biases(gan.discriminator_params(), 34);
+    converge_spectral_norms(&|| drop(gan.discriminator_loss(&reals, &z, true).unwrap()));
+    let (loss, _) = gan.discriminator_loss(&reals, &z, false).unwrap();
+    let grads = loss.backward().unwrap();
+    let loss_at = || scalar(&gan.discriminator_loss(&reals, &z, false).unwrap().0);
+    let checked = check_params(gan.discriminator_params(), &grads, &loss_at);
+    assert!(checked >= 3 * 20, "checked {checked} entries");
+}

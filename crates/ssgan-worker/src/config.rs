@@ -61,6 +61,21 @@ impl Default for TrainSection {
     }
 }
 
+/// Reads a config file and names its origin (the path and any overrides) for errors.
+fn read_config(path: &Path, overrides: &[String]) -> Result<(String, String)> {
+    let text = std::fs::read_to_string(path).map_err(|source| WorkerError::ConfigRead {
+        path: path.display().to_string(),
+        source,
+    })?;
+    let origin = if overrides.is_empty() {
+        path.display().to_string()
+    } else {
+        let sets = overrides.join(" --set ");
+        format!("{} with --set {sets}", path.display())
+    };
+    Ok((text, origin))
+}
+
 /// Kind of training data.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -229,24 +244,27 @@ pub const RESUMABLE_KEYS: [&str; 11] = [
 impl RunConfig {
     /// Reads a TOML file, applies `KEY=VALUE` overrides in order, and validates the result.
     pub fn load(path: &Path, overrides: &[String]) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|source| WorkerError::ConfigRead {
-            path: path.display().to_string(),
-            source,
-        })?;
-        let origin = if overrides.is_empty() {
-            path.display().to_string()
-        } else {
-            format!(
-                "{} with --set {}",
-                path.display(),
-                overrides.join(" --set ")
-            )
-        };
+        let (text, origin) = read_config(path, overrides)?;
         Self::from_toml(&text, &origin, overrides)
+    }
+
+    /// Reads a config as [`RunConfig::load`] does but leaves the `[data]` section unchecked,
+    /// for benchmarks that feed the step noise images of the model's size.
+    pub fn load_without_data(path: &Path, overrides: &[String]) -> Result<Self> {
+        let (text, origin) = read_config(path, overrides)?;
+        let config = Self::parse(&text, &origin, overrides)?;
+        config.validate_training(1)?;
+        Ok(config)
     }
 
     /// Parses TOML text (`origin` names it in errors), applies overrides, validates.
     pub fn from_toml(text: &str, origin: &str, overrides: &[String]) -> Result<Self> {
+        let config = Self::parse(text, origin, overrides)?;
+        config.validate(1)?;
+        Ok(config)
+    }
+
+    fn parse(text: &str, origin: &str, overrides: &[String]) -> Result<Self> {
         let parse_error = |message: String| WorkerError::ConfigParse {
             origin: origin.to_string(),
             message: message.trim().replace('\n', " "),
@@ -257,15 +275,19 @@ impl RunConfig {
         for text in overrides {
             apply_override(&mut table, text)?;
         }
-        let config: RunConfig = table
+        table
             .try_into()
-            .map_err(|e: toml::de::Error| parse_error(e.to_string()))?;
-        config.validate(1)?;
-        Ok(config)
+            .map_err(|e: toml::de::Error| parse_error(e.to_string()))
     }
 
     /// Checks every section for a run of `world_size` ranks.
     pub fn validate(&self, world_size: usize) -> Result<()> {
+        self.validate_training(world_size)?;
+        self.validate_data()
+    }
+
+    /// Checks every section but `[data]`.
+    fn validate_training(&self, world_size: usize) -> Result<()> {
         let batch = self.train.batch_size;
         let batch_ok = batch >= 1 && batch.is_multiple_of(world_size);
         check(
@@ -296,7 +318,22 @@ impl RunConfig {
             "at least 1",
         )?;
         self.collective.validate()?;
-        self.eval.validate()?;
+        self.eval.validate()
+    }
+
+    /// Checks that the data kind is implemented and contains images of the model's size.
+    fn validate_data(&self) -> Result<()> {
+        let size = self.model.image_size();
+        if self.data.kind == DataKind::Cifar10 && size != 32 {
+            let arch = self.model.arch.name();
+            return Err(WorkerError::InvalidValue {
+                key: "model.arch",
+                value: format!("{arch:?} ({size}x{size} images)"),
+                expected: "\"resnet32\" for CIFAR-10's 32x32 images (128x128 models need \
+                           128x128 data; `ssgan bench step --synthetic` times them on noise)"
+                    .into(),
+            });
+        }
         if self.data.kind != DataKind::Cifar10 {
             return Err(WorkerError::InvalidValue {
                 key: "data.kind",

@@ -14,6 +14,7 @@ mod error;
 pub mod grid;
 pub mod rng;
 pub mod sample;
+mod staging;
 pub mod step;
 pub mod threads;
 pub mod trainer;

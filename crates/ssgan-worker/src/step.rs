@@ -5,12 +5,13 @@ use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor};
 use ssgan_collective::Communicator;
-use ssgan_data::{BatchOrder, CifarDataset, DataPosition, shard};
+use ssgan_data::{BatchOrder, DataPosition, TrainImages, shard};
 use ssgan_model::{DiscriminatorMetrics, GanSettings, GeneratorMetrics, SsGan, latent};
 
 use crate::config::RunConfig;
-use crate::error::Result;
+use crate::error::{Result, WorkerError};
 use crate::rng::step_rng;
+use crate::staging::BatchStaging;
 
 /// Metrics of one generator step and the discriminator steps before it.
 #[derive(Clone, Copy, Debug)]
@@ -30,12 +31,13 @@ pub struct StepReport {
 pub struct Stepper {
     pub(crate) config: RunConfig,
     pub(crate) gan: SsGan,
-    pub(crate) dataset: CifarDataset,
+    pub(crate) dataset: Box<dyn TrainImages>,
     pub(crate) order: BatchOrder,
     pub(crate) comm: Arc<dyn Communicator>,
     pub(crate) step: u64,
     /// Device of the model; batches are assembled on the CPU and copied here.
     device: Device,
+    staging: BatchStaging,
 }
 
 impl Stepper {
@@ -43,7 +45,7 @@ impl Stepper {
     /// epoch 0.
     pub fn new(
         config: RunConfig,
-        dataset: CifarDataset,
+        dataset: Box<dyn TrainImages>,
         comm: Arc<dyn Communicator>,
     ) -> Result<Self> {
         Self::on_device(config, dataset, comm, Device::Cpu)
@@ -53,10 +55,11 @@ impl Stepper {
     /// epoch 0.
     pub fn on_device(
         config: RunConfig,
-        dataset: CifarDataset,
+        dataset: Box<dyn TrainImages>,
         comm: Arc<dyn Communicator>,
         device: Device,
     ) -> Result<Self> {
+        check_image_size(dataset.as_ref(), &config)?;
         let gan = build_gan_on(&config, comm.clone(), &device)?;
         let order = BatchOrder::new(config.run.seed, dataset.len(), DataPosition::default())?;
         Ok(Self {
@@ -67,6 +70,7 @@ impl Stepper {
             comm,
             step: 0,
             device,
+            staging: BatchStaging::default(),
         })
     }
 
@@ -99,11 +103,7 @@ impl Stepper {
         let global = self.order.next_batch(self.config.train.batch_size);
         let mine = shard(&global, self.comm.rank(), self.comm.world_size())?;
         let batch = self.dataset.batch(&mine, &Device::Cpu, DType::F32)?;
-        // TODO(cuda-data): candle 0.11 copies from pageable host memory and waits for the
-        // copy. Staging batches in pinned buffers and copying them on a second stream while
-        // the previous step runs would hide the copy. That needs cudarc calls, because
-        // candle does not expose pinned memory.
-        Ok(batch.to_device(&self.device)?)
+        self.staging.upload(&batch, &self.device)
     }
 
     /// This rank's rows of the global batch of latent vectors of `phase` in the current step.
@@ -151,6 +151,19 @@ pub fn build_gan_on(
         bucket_bytes: config.collective.bucket_bytes,
     };
     Ok(SsGan::new(&settings, comm)?)
+}
+
+/// Rejects training images whose size differs from the model's.
+fn check_image_size(dataset: &dyn TrainImages, config: &RunConfig) -> Result<()> {
+    let (data, model) = (dataset.image_size(), config.model.image_size());
+    if data == model {
+        return Ok(());
+    }
+    Err(WorkerError::InvalidValue {
+        key: "model.arch",
+        value: format!("{:?} ({model}x{model} images)", config.model.arch.name()),
+        expected: format!("an architecture for the data's {data}x{data} images"),
+    })
 }
 
 fn accumulate(sum: &mut DiscriminatorMetrics, step: &DiscriminatorMetrics) {

@@ -19,6 +19,39 @@ fn shipped_configs_parse() {
 }
 
 #[test]
+fn presets_of_128_pixels_parse_and_training_refuses_them() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs");
+    let scaled = root.join("imagenet128-scaled.toml");
+    let config = RunConfig::load_without_data(&scaled, &[]).unwrap();
+    assert_eq!(config.model.image_size(), 128);
+    assert_eq!(
+        (config.model.g_width(), config.model.d_width()),
+        (1536, 1536)
+    );
+    assert_eq!(config.train.batch_size, 1024);
+    assert_eq!(config.loss.rotated_batch_size, 512);
+    assert_eq!((config.optim.beta1, config.optim.beta2), (0.0, 0.999));
+    let resnet5 = root.join("imagenet128-ssgan-sbn.toml");
+    let config = RunConfig::load_without_data(&resnet5, &[]).unwrap();
+    assert_eq!((config.model.g_width(), config.model.d_width()), (512, 512));
+    for path in [scaled, resnet5] {
+        let error = RunConfig::load(&path, &[]).unwrap_err().to_string();
+        assert!(
+            error.contains("image folders are not implemented"),
+            "{error}"
+        );
+    }
+}
+
+#[test]
+fn cifar_data_with_a_128_pixel_model_is_rejected() {
+    let error = load(&["model.arch=\"resnet128-scaled\""]).unwrap_err();
+    assert!(error.contains("model.arch"), "{error}");
+    assert!(error.contains("resnet128-scaled"), "{error}");
+    assert!(error.contains("\"resnet32\" for CIFAR-10"), "{error}");
+}
+
+#[test]
 fn paper_preset_matches_the_paper() {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../../configs/cifar10-ssgan-sbn.toml");

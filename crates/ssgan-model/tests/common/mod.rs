@@ -54,11 +54,16 @@ pub fn build_on(model: &ModelConfig, dtype: DType, seed: u64, device: &Device) -
 
 /// Images [n, 3, 32, 32] in [0, 1] from a simple deterministic pattern.
 pub fn pattern_images(n: usize, dtype: DType) -> Tensor {
-    let count = n * 3 * 32 * 32;
+    pattern_images_of_size(n, 32, dtype)
+}
+
+/// Images [n, 3, size, size] in [0, 1] from a simple deterministic pattern.
+pub fn pattern_images_of_size(n: usize, size: usize, dtype: DType) -> Tensor {
+    let count = n * 3 * size * size;
     let values: Vec<f64> = (0..count)
         .map(|i| ((i * 7919) % 251) as f64 / 250.0)
         .collect();
-    Tensor::from_vec(values, (n, 3, 32, 32), &Device::Cpu)
+    Tensor::from_vec(values, (n, 3, size, size), &Device::Cpu)
         .and_then(|t| t.to_dtype(dtype))
         .expect("pattern tensor")
 }

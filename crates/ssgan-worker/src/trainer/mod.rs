@@ -91,7 +91,7 @@ impl Trainer {
     ) -> Result<Self> {
         ssgan_store::validate_run_id(run_id)?;
         config.validate(options.comm.world_size())?;
-        let dataset = CifarDataset::open(&config.data.path, Split::Train)?;
+        let dataset = Box::new(CifarDataset::open(&config.data.path, Split::Train)?);
         let store = BlockingStore::open(storage_url)?;
         let checkpoint = match options.resume_step {
             Some(step) => Some(store.load_checkpoint(run_id, step)?),

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use candle_core::{Tensor, Var};
 
 use crate::error::{ModelError, Result};
+use crate::kernels::{AdamCoefficients, adam_update_in_place, supports_in_place_adam};
 
 /// Adam hyper-parameters.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -20,6 +21,22 @@ struct Slot {
     param: Var,
     m: Tensor,
     v: Tensor,
+}
+
+impl Slot {
+    /// Applies one update with `grad`, in place on the CPU and with candle's ops elsewhere.
+    fn update(&mut self, grad: &Tensor, c: AdamCoefficients) -> Result<()> {
+        let param = self.param.as_tensor();
+        if supports_in_place_adam(param, &self.m, &self.v, grad) {
+            return Ok(adam_update_in_place(param, &self.m, &self.v, grad, c)?);
+        }
+        self.m = ((&self.m * c.beta1)? + (grad * (1.0 - c.beta1))?)?;
+        self.v = ((&self.v * c.beta2)? + (grad.sqr()? * (1.0 - c.beta2))?)?;
+        let denom = ((&self.v * c.v_correction)?.sqrt()? + c.epsilon)?;
+        let update = (self.m.div(&denom)? * c.step_size)?;
+        self.param.set(&param.sub(&update)?)?;
+        Ok(())
+    }
 }
 
 /// Adam (Kingma and Ba, 2015) with bias correction and no weight decay:
@@ -79,15 +96,16 @@ impl Adam {
             epsilon,
         } = self.config;
         let t = self.step as i32;
-        let step_size = lr / (1.0 - beta1.powi(t));
-        let v_correction = 1.0 / (1.0 - beta2.powi(t));
+        let coefficients = AdamCoefficients {
+            beta1,
+            beta2,
+            step_size: lr / (1.0 - beta1.powi(t)),
+            v_correction: 1.0 / (1.0 - beta2.powi(t)),
+            epsilon,
+        };
         for (slot, grad) in self.slots.iter_mut().zip(grads) {
             let Some(grad) = grad else { continue };
-            slot.m = ((&slot.m * beta1)? + (grad * (1.0 - beta1))?)?;
-            slot.v = ((&slot.v * beta2)? + (grad.sqr()? * (1.0 - beta2))?)?;
-            let denom = ((&slot.v * v_correction)?.sqrt()? + epsilon)?;
-            let update = (slot.m.div(&denom)? * step_size)?;
-            slot.param.set(&slot.param.as_tensor().sub(&update)?)?;
+            slot.update(grad, coefficients)?;
         }
         Ok(())
     }

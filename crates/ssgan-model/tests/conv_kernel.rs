@@ -11,14 +11,17 @@ use ssgan_model::resample::upsample;
 
 use common::max_relative_error;
 
-/// (batch, c_in, c_out, height, width, kernel)
-const SHAPES: [(usize, usize, usize, usize, usize, usize); 6] = [
+/// (batch, c_in, c_out, height, width, kernel). The kernel gradient sums its products
+/// transposed when c_out < c_in * kernel^2 (per phase, for the upsampled convolution), so
+/// the shapes cover both sides of that test.
+const SHAPES: [(usize, usize, usize, usize, usize, usize); 7] = [
     (2, 3, 4, 5, 5, 3),
     (1, 1, 1, 1, 1, 3),
     (3, 2, 5, 4, 7, 3),
     (5, 4, 3, 8, 8, 1),
     (2, 3, 2, 6, 5, 5),
     (7, 8, 6, 2, 3, 3),
+    (3, 1, 12, 4, 4, 3),
 ];
 
 struct Grads {

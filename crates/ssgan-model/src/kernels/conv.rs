@@ -16,7 +16,7 @@ use candle_core::{CpuStorage, CustomOp2, CustomOp3, DType, Layout, Shape, Tensor
 
 use super::conv_compute::{AddendData, FusedPlan, Fusion, forward, input_grad, kernel_grad};
 use super::plan::{ConvKind, ConvPlan};
-use super::storage::slice;
+use super::storage::{dtype_error, slice};
 
 /// The term that a fused convolution adds to its (pooled) output.
 #[derive(Clone, Copy)]
@@ -446,10 +446,4 @@ fn addend_data<T>(data: &[T], is_bias: bool) -> AddendData<'_, T> {
         true => AddendData::Bias(data),
         false => AddendData::Residual(data),
     }
-}
-
-fn dtype_error(op: &str, a: DType, b: DType) -> candle_core::Error {
-    candle_core::Error::msg(format!(
-        "{op} supports F32 or F64 inputs of one dtype, got {a:?} and {b:?}"
-    ))
 }

@@ -221,7 +221,7 @@ fn conv_output_grad<'a, T: Float>(plan: &FusedPlan, grad: &'a [T], full: &'a mut
 /// With a rectified input, `x` must hold the op's input, and dx_n is zeroed where x_n <= 0.
 pub fn input_grad<T: Float>(plan: &FusedPlan, dy: &[T], w: &[T], x: Option<&[T]>) -> Vec<T> {
     let conv = &plan.conv;
-    let kernels = gather_kernels(conv, w);
+    let kernels = gather_kernels_transposed(conv, w);
     let mut dx = vec![T::ZERO; conv.batch * conv.input_len()];
     let grads = dy.par_chunks(plan.output_len());
     let inputs = dx.par_chunks_mut(conv.input_len()).enumerate();
@@ -255,13 +255,13 @@ fn mask_nonpositive<T: Float>(grad: &mut [T], input: &[T]) {
 fn input_grad_phase<T: Float>(
     conv: &ConvPlan,
     phase: &Phase,
-    kernel: &[T],
+    kernel_t: &[T],
     grad: &[T],
     image: &mut [T],
     scratch: &mut Scratch<T>,
 ) {
     let geom = &phase.patches;
-    let kernel_t = MatRef::new(kernel, conv.c_out, geom.rows()).t();
+    let kernel_t = MatRef::new(kernel_t, geom.rows(), conv.c_out);
     let grad = phase_grad(conv, phase, grad, &mut scratch.phase_out);
     let patches = &mut scratch.patches[..geom.rows() * geom.pixels()];
     matmul(kernel_t, grad, patches, false);
@@ -335,17 +335,73 @@ fn kernel_grad_group<T: Float>(
             let geom = &phase.patches;
             let patches = &mut patches[..geom.rows() * geom.pixels()];
             im2col(geom, input, patches);
-            let patches_t = MatRef::new(patches, geom.rows(), geom.pixels()).t();
+            let patches = MatRef::new(patches, geom.rows(), geom.pixels());
             let grad = phase_grad(conv, phase, grad, &mut phase_out);
-            matmul(grad, patches_t, sum, true);
+            let transposed = kernel_grad_transposed(conv, phase);
+            accumulate_kernel_grad(transposed, grad, patches, sum);
         }
     }
-    sums
+    conv.phases
+        .iter()
+        .zip(sums)
+        .map(|(phase, sum)| match kernel_grad_transposed(conv, phase) {
+            true => transpose(&sum, phase.patches.rows(), conv.c_out),
+            false => sum,
+        })
+        .collect()
+}
+
+/// Returns true when a phase sums its kernel gradient transposed, as [rows, O] rather than
+/// [O, rows].
+///
+/// gemm 0.19 computes a row-major product a x b as b^T x a^T and packs b^T into panels. In a
+/// kernel-gradient product both operands, dy_p [O, HW] and the patch matrix [rows, HW], are
+/// contiguous along the pixels, which is the wrong axis for those panels, so the packing
+/// gathers b one element at a time. With the patch matrix as b that gather took about 10 % of
+/// a training step (`perf record` of the 32x32 model). Whichever of O and rows is smaller
+/// goes on the b side: dy_p, unless a layer has more output channels than patch rows.
+fn kernel_grad_transposed(conv: &ConvPlan, phase: &Phase) -> bool {
+    conv.c_out < phase.patches.rows()
+}
+
+/// Adds dy_p [O, HW] x patches_p^T [HW, rows] to `sum`, which is [O, rows], or its transpose
+/// [rows, O] when `transposed`.
+fn accumulate_kernel_grad<T: Float>(
+    transposed: bool,
+    grad: MatRef<T>,
+    patches: MatRef<T>,
+    sum: &mut [T],
+) {
+    match transposed {
+        true => matmul(patches, grad.t(), sum, true),
+        false => matmul(grad, patches.t(), sum, true),
+    }
+}
+
+/// Returns the transpose [cols, rows] of the row-major matrix `data` [rows, cols].
+fn transpose<T: Copy>(data: &[T], rows: usize, cols: usize) -> Vec<T> {
+    let mut out = Vec::with_capacity(data.len());
+    for c in 0..cols {
+        out.extend((0..rows).map(|r| data[r * cols + c]));
+    }
+    out
 }
 
 fn gather_kernels<T: Float>(conv: &ConvPlan, w: &[T]) -> Vec<Vec<T>> {
     conv.phases
         .iter()
         .map(|p| conv.gather_kernel(p, w))
+        .collect()
+}
+
+/// Gathers each phase's kernel as [rows, O], so that the input-gradient products read it
+/// without gemm packing it again for every image.
+fn gather_kernels_transposed<T: Float>(conv: &ConvPlan, w: &[T]) -> Vec<Vec<T>> {
+    let kernels = gather_kernels(conv, w);
+    let shapes = conv.phases.iter().map(|p| p.patches.rows());
+    kernels
+        .iter()
+        .zip(shapes)
+        .map(|(kernel, rows)| transpose(kernel, conv.c_out, rows))
         .collect()
 }

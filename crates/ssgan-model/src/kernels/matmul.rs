@@ -12,6 +12,7 @@ pub trait Float:
     + std::ops::Add<Output = Self>
     + std::ops::Sub<Output = Self>
     + std::ops::Mul<Output = Self>
+    + std::ops::Div<Output = Self>
     + PartialOrd
     + std::fmt::Debug
     + 'static
@@ -19,18 +20,29 @@ pub trait Float:
     const ZERO: Self;
     const ONE: Self;
     const QUARTER: Self;
+
+    /// Returns the square root.
+    fn sqrt(self) -> Self;
 }
 
 impl Float for f32 {
     const ZERO: Self = 0.0;
     const ONE: Self = 1.0;
     const QUARTER: Self = 0.25;
+
+    fn sqrt(self) -> Self {
+        f32::sqrt(self)
+    }
 }
 
 impl Float for f64 {
     const ZERO: Self = 0.0;
     const ONE: Self = 1.0;
     const QUARTER: Self = 0.25;
+
+    fn sqrt(self) -> Self {
+        f64::sqrt(self)
+    }
 }
 
 /// A read-only row-major matrix, or the transpose of one, over a slice.

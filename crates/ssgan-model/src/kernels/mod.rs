@@ -1,5 +1,6 @@
 //! CPU kernels that replace slow candle ops on the training hot path.
 
+mod adam;
 mod conv;
 mod conv_compute;
 mod im2col;
@@ -8,6 +9,7 @@ mod norm;
 mod plan;
 mod storage;
 
+pub use adam::{AdamCoefficients, adam_update_in_place, supports_in_place_adam};
 pub use conv::{
     Addend, conv2d_fused, conv2d_input_grad, conv2d_kernel_grad, conv2d_same, conv2d_zero_upsampled,
 };

@@ -3,6 +3,7 @@
 mod conv;
 mod conv_compute;
 mod im2col;
+mod inference;
 mod matmul;
 mod norm;
 mod plan;
@@ -12,5 +13,6 @@ pub use conv::{
     Addend, conv2d_fused, conv2d_input_grad, conv2d_kernel_grad, conv2d_same, conv2d_zero_upsampled,
 };
 pub use conv_compute::Fusion;
+pub use inference::{ConvGeometry, Epilogue, conv2d_inference};
 pub use norm::{channel_moments, normalize_affine};
 pub use plan::ConvKind;

@@ -1,6 +1,7 @@
 //! The building blocks of the FID InceptionV3: conv + batch norm + ReLU, and the pools.
 
 use candle_core::{DType, Device, Tensor};
+use ssgan_model::kernels::{ConvGeometry, Epilogue, conv2d_inference};
 
 use crate::error::Result;
 use crate::weights::InceptionWeights;
@@ -71,6 +72,7 @@ impl Loader<'_> {
 /// folded into the convolution: `relu(conv(x, w * scale) + shift)`.
 pub struct BasicConv2d {
     weight: Tensor,
+    /// The folded batch-norm shift, [out_channels].
     shift: Tensor,
     spec: ConvSpec,
 }
@@ -91,22 +93,27 @@ impl BasicConv2d {
         let shift = (beta - mean.broadcast_mul(&scale)?)?;
         Ok(Self {
             weight: weight.broadcast_mul(&scale.reshape((out, 1, 1, 1))?)?,
-            shift: shift.reshape((1, out, 1, 1))?,
+            shift,
             spec,
         })
     }
 
-    /// Applies the layer to `x` [N, in_channels, H, W] of the model's dtype.
+    /// Applies the layer to `x` [N, in_channels, H, W] of the model's dtype, giving
+    /// [N, out_channels, Ho, Wo] with values >= 0.
+    ///
+    /// On the CPU the convolution, shift and ReLU run as one im2col + GEMM op of ssgan-model's
+    /// kernels. Other devices run candle's conv2d and element-wise ops.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let (ph, pw) = self.spec.padding;
-        let stride = self.spec.stride;
-        let y = if ph == pw {
-            x.conv2d(&self.weight, ph, stride, 1, 1)?
-        } else {
-            let padded = x.pad_with_zeros(2, ph, ph)?.pad_with_zeros(3, pw, pw)?;
-            padded.conv2d(&self.weight, 0, stride, 1, 1)?
+        let geometry = ConvGeometry {
+            stride: self.spec.stride,
+            padding: self.spec.padding,
         };
-        Ok(y.broadcast_add(&self.shift)?.relu()?)
+        let epilogue = Epilogue {
+            scale: None,
+            shift: Some(&self.shift),
+            relu: true,
+        };
+        Ok(conv2d_inference(x, &self.weight, geometry, epilogue)?)
     }
 }
 

@@ -8,7 +8,7 @@ mod common;
 use candle_core::{DType, Device, Tensor};
 use ssgan_model::kernels::{ConvGeometry, Epilogue, conv2d_inference};
 
-use common::max_relative_error;
+use common::{flat_f64 as flat, max_relative_error, pattern};
 
 /// One test case: x [N, C, H, W], kernel [O, C, kh, kw], stride and (ph, pw).
 #[derive(Clone, Copy, Debug)]
@@ -57,21 +57,6 @@ const CASES: [Case; 14] = [
     // A batch of 9 images, larger than any thread count of a small machine.
     case((9, 2, 5, 4), 3, (2, 3), 1, (1, 0)),
 ];
-
-/// Builds a fixed pseudo-random pattern in [-1, 1), so both implementations see identical inputs.
-fn pattern(shape: &[usize], seed: u64, dtype: DType) -> Tensor {
-    let count: usize = shape.iter().product();
-    let values: Vec<f64> = (0..count)
-        .map(|i| (((i as u64 + 1) * (seed * 2 + 7919)) % 1009) as f64 / 504.5 - 1.0)
-        .collect();
-    let t = Tensor::from_vec(values, shape, &Device::Cpu).unwrap();
-    t.to_dtype(dtype).unwrap()
-}
-
-fn flat(t: &Tensor) -> Vec<f64> {
-    let t = t.to_dtype(DType::F64).unwrap().flatten_all().unwrap();
-    t.to_vec1().unwrap()
-}
 
 /// candle's conv2d on the explicitly padded input, then scale, shift and ReLU.
 fn reference(x: &Tensor, w: &Tensor, case: Case, scale: &Tensor, shift: &Tensor) -> Tensor {

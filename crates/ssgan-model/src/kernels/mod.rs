@@ -7,6 +7,7 @@ mod inference;
 mod matmul;
 mod norm;
 mod plan;
+mod pool;
 mod storage;
 
 pub use conv::{
@@ -16,3 +17,4 @@ pub use conv_compute::Fusion;
 pub use inference::{ConvGeometry, Epilogue, conv2d_inference};
 pub use norm::{channel_moments, normalize_affine};
 pub use plan::ConvKind;
+pub use pool::{PoolKind, PoolSpec, pool2d_inference};

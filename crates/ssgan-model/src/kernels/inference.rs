@@ -261,6 +261,8 @@ fn forward<T: Float>(plan: &InferencePlan, x: &[T], w: &[T], affine: &[T], relu:
     if y.is_empty() {
         return y;
     }
+    // NOTE: a batch smaller than the thread count leaves threads idle, because the GEMM of an
+    // image runs on one thread.
     let group = plan.batch.div_ceil(rayon::current_num_threads().max(1));
     let inputs = x.par_chunks(group * plan.input_len());
     let outputs = y.par_chunks_mut(group * plan.output_len());

@@ -1,6 +1,9 @@
 //! The building blocks of the FID InceptionV3: conv + batch norm + ReLU, and the pools.
 
 use candle_core::{DType, Device, Tensor};
+use ssgan_model::kernels::{
+    ConvGeometry, Epilogue, PoolKind, PoolSpec, conv2d_inference, pool2d_inference,
+};
 
 use crate::error::Result;
 use crate::weights::InceptionWeights;
@@ -71,6 +74,7 @@ impl Loader<'_> {
 /// folded into the convolution: `relu(conv(x, w * scale) + shift)`.
 pub struct BasicConv2d {
     weight: Tensor,
+    /// The folded batch-norm shift, [out_channels].
     shift: Tensor,
     spec: ConvSpec,
 }
@@ -91,22 +95,27 @@ impl BasicConv2d {
         let shift = (beta - mean.broadcast_mul(&scale)?)?;
         Ok(Self {
             weight: weight.broadcast_mul(&scale.reshape((out, 1, 1, 1))?)?,
-            shift: shift.reshape((1, out, 1, 1))?,
+            shift,
             spec,
         })
     }
 
-    /// Applies the layer to `x` [N, in_channels, H, W] of the model's dtype.
+    /// Applies the layer to `x` [N, in_channels, H, W] of the model's dtype, giving
+    /// [N, out_channels, Ho, Wo] with values >= 0.
+    ///
+    /// On the CPU the convolution, shift and ReLU run as one im2col + GEMM op of ssgan-model's
+    /// kernels. Other devices run candle's conv2d and element-wise ops.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let (ph, pw) = self.spec.padding;
-        let stride = self.spec.stride;
-        let y = if ph == pw {
-            x.conv2d(&self.weight, ph, stride, 1, 1)?
-        } else {
-            let padded = x.pad_with_zeros(2, ph, ph)?.pad_with_zeros(3, pw, pw)?;
-            padded.conv2d(&self.weight, 0, stride, 1, 1)?
+        let geometry = ConvGeometry {
+            stride: self.spec.stride,
+            padding: self.spec.padding,
         };
-        Ok(y.broadcast_add(&self.shift)?.relu()?)
+        let epilogue = Epilogue {
+            scale: None,
+            shift: Some(&self.shift),
+            relu: true,
+        };
+        Ok(conv2d_inference(x, &self.weight, geometry, epilogue)?)
     }
 }
 
@@ -125,38 +134,26 @@ impl Chain {
 
 /// 3x3 max pool with stride 2 and no padding (floor mode).
 pub fn max_pool_3x3_stride2(x: &Tensor) -> Result<Tensor> {
-    Ok(x.max_pool2d_with_stride((3, 3), (2, 2))?)
+    Ok(pool2d_inference(x, pool_3x3(PoolKind::Max, 2, 0))?)
 }
 
-/// 3x3 max pool with stride 1 and padding 1, for inputs that are >= 0.
-///
-/// PyTorch pads a max pool with -inf. Zero padding gives the same values because every
-/// input of this pool is a ReLU output or a concatenation of them.
+/// 3x3 max pool with stride 1 and padding 1, as PyTorch pads it (with -infinity).
 pub fn max_pool_3x3_same(x: &Tensor) -> Result<Tensor> {
-    let padded = x.pad_with_zeros(2, 1, 1)?.pad_with_zeros(3, 1, 1)?;
-    Ok(padded.max_pool2d_with_stride((3, 3), (1, 1))?)
+    Ok(pool2d_inference(x, pool_3x3(PoolKind::Max, 1, 1))?)
 }
 
 /// 3x3 average pool with stride 1 and padding 1 that divides by the number of taps inside
 /// the image (PyTorch's `count_include_pad=False`): 4 at a corner, 6 on an edge, 9 inside.
 pub fn avg_pool_3x3_exclude_pad(x: &Tensor) -> Result<Tensor> {
-    let (_, _, h, w) = x.dims4()?;
-    let padded = x.pad_with_zeros(2, 1, 1)?.pad_with_zeros(3, 1, 1)?;
-    let mean_of_nine = padded.avg_pool2d_with_stride((3, 3), (1, 1))?;
-    let correction = tap_correction(h, w, x.dtype(), x.device())?;
-    Ok(mean_of_nine.broadcast_mul(&correction)?)
+    let spec = pool_3x3(PoolKind::AverageExcludePad, 1, 1);
+    Ok(pool2d_inference(x, spec)?)
 }
 
-/// Builds the factor 9 / (in-image taps) per output position, shape [1, 1, h, w].
-fn tap_correction(h: usize, w: usize, dtype: DType, device: &Device) -> Result<Tensor> {
-    let taps = |i: usize, n: usize| 3 - usize::from(i == 0) - usize::from(i + 1 == n);
-    let mut factors = Vec::with_capacity(h * w);
-    for row in 0..h {
-        for column in 0..w {
-            let count = taps(row, h) * taps(column, w);
-            factors.push(9.0 / count as f64);
-        }
+fn pool_3x3(kind: PoolKind, stride: usize, padding: usize) -> PoolSpec {
+    PoolSpec {
+        kind,
+        size: 3,
+        stride,
+        padding,
     }
-    let correction = Tensor::from_vec(factors, (1, 1, h, w), device)?;
-    Ok(correction.to_dtype(dtype)?)
 }

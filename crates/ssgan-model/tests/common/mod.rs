@@ -102,3 +102,20 @@ pub fn max_relative_error(actual: &[f64], expected: &[f64]) -> f64 {
         .fold(0f64, |m, (a, e)| m.max((a - e).abs()));
     diff / scale
 }
+
+/// Builds a fixed pseudo-random pattern in [-1, 1) on the CPU, so that two implementations
+/// see identical inputs.
+pub fn pattern(shape: &[usize], seed: u64, dtype: DType) -> Tensor {
+    let count: usize = shape.iter().product();
+    let values: Vec<f64> = (0..count)
+        .map(|i| (((i as u64 + 1) * (seed * 2 + 7919)) % 1009) as f64 / 504.5 - 1.0)
+        .collect();
+    let t = Tensor::from_vec(values, shape, &Device::Cpu).unwrap();
+    t.to_dtype(dtype).unwrap()
+}
+
+/// Returns the values of any tensor as a flat f64 vector.
+pub fn flat_f64(t: &Tensor) -> Vec<f64> {
+    let t = t.to_dtype(DType::F64).unwrap().flatten_all().unwrap();
+    t.to_vec1().unwrap()
+}

@@ -6,10 +6,10 @@
 #   - NCCL all-reduce (f32 and bf16 in place on the device, and through the host) and
 #     broadcast across every visible GPU, one thread per GPU;
 #   - the differentiable all-reduce's backward over NCCL;
-#   - synchronized batch norm across the GPUs against one GPU with the whole batch;
-# then it times the scaled-up 128x128 model's step (bf16) at batch 64 and 128 on cuda:0 next
-# to benches/ssgan128_step_pytorch.py on the same GPU, and prints images/s, the ratio and the
-# model FLOP utilisation against the GPU's bf16 peak (scripts/gpu_bench_report.py).
+#   - synchronized batch norm across the GPUs against one GPU with the whole batch.
+# Then it times the scaled-up 128x128 model's step (bf16) at batch 64 and 128 on cuda:0 next
+# to benches/ssgan128_step_pytorch.py on the same GPU. For each batch it prints images/s, the
+# ratio and the model FLOP utilisation against the GPU's bf16 peak (scripts/gpu_bench_report.py).
 # Everything printed also goes to the log file ($SSGAN_GPU_LOG, default
 # gpu-check-<UTC time>.log). Exits non-zero when a build fails or a check fails.
 #

@@ -235,7 +235,7 @@ fn bench_step_prints_json() {
 }
 
 #[test]
-fn bench_step_times_the_scaled_model_on_noise_images() {
+fn bench_step_scaled_synthetic() {
     let config = repo().join("configs/imagenet128-scaled.toml");
     let output = ssgan()
         .args(["bench", "step", "--config", config.to_str().unwrap()])
@@ -267,16 +267,18 @@ fn bench_step_times_the_scaled_model_on_noise_images() {
         value["model_flops_per_step"].as_f64().unwrap() > 0.0,
         "{line}"
     );
-    let refused = ssgan()
+
+    let rejected = ssgan()
         .args(["train", "--config", config.to_str().unwrap()])
         .output()
         .unwrap();
-    assert!(!refused.status.success());
-    let message = stderr(&refused);
+    assert!(!rejected.status.success());
+    let message = stderr(&rejected);
     assert!(
         message.contains("image folders are not implemented"),
         "{message}"
     );
+
     if cfg!(not(feature = "cuda")) {
         let no_gpu = ssgan()
             .args([

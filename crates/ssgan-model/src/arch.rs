@@ -92,48 +92,74 @@ fn resnet32(ch: usize) -> Layout {
     }
 }
 
-/// compare_gan's `resnet5`: generator widths ch x (8, 8, 4, 4, 2, 1) over five blocks whose
-/// first conv already produces the output width, and discriminator widths
-/// ch x (1, 2, 4, 4, 8, 8) over six downsampling blocks, all with 3x3 shortcuts.
+/// Returns compare_gan's `resnet5`. Its generator has widths ch x (8, 8, 4, 4, 2, 1) over five
+/// blocks whose first conv already produces the output width. Its discriminator has widths
+/// ch x (1, 2, 4, 4, 8, 8) over six downsampling blocks. All shortcuts are 3x3.
 fn resnet128(ch: usize) -> Layout {
-    let widths = [8, 8, 4, 4, 2, 1].map(|m| m * ch);
-    let generator = widths
-        .windows(2)
-        .map(|w| g_block(w[0], w[1], w[1], 3))
-        .collect();
-    let d_widths = [3, ch, 2 * ch, 4 * ch, 4 * ch, 8 * ch, 8 * ch];
-    let discriminator = d_widths
-        .windows(2)
-        .map(|w| d_block(w[0], w[1], true, 3))
-        .collect();
-    Layout {
-        generator,
-        discriminator,
-        pooling: Pooling::Mean,
-    }
+    let spec = Spec128 {
+        generator: [8, 8, 4, 4, 2, 1],
+        first_conv_keeps_width: false,
+        discriminator: [1, 2, 4, 4, 8, 8],
+        last_block_downsamples: true,
+        shortcut_kernel: 3,
+    };
+    spec.layout(ch, Pooling::Mean)
 }
 
-/// The scaled-up model of Chen et al., appendix C (Tables 6 and 7). The generator has widths
-/// ch x (16, 16, 8, 4, 2, 1), and each block's first conv keeps the input width. The six
-/// discriminator blocks have widths ch x (1, 2, 4, 8, 16, 16), and the last one keeps the
+/// Returns the scaled-up model of Chen et al., appendix C (Tables 6 and 7). The generator has
+/// widths ch x (16, 16, 8, 4, 2, 1), and each block's first conv keeps the input width. The
+/// six discriminator blocks have widths ch x (1, 2, 4, 8, 16, 16), and the last one keeps the
 /// resolution. Shortcuts are 1x1 and the features are a sum over the last feature map, as in
 /// compare_gan's `resnet_biggan`, whose non-local attention block the paper's tables omit.
 fn resnet128_scaled(ch: usize) -> Layout {
-    let widths = [16, 16, 8, 4, 2, 1].map(|m| m * ch);
-    let generator = widths
-        .windows(2)
-        .map(|w| g_block(w[0], w[0], w[1], 1))
-        .collect();
-    let d_widths = [3, ch, 2 * ch, 4 * ch, 8 * ch, 16 * ch, 16 * ch];
-    let discriminator = d_widths
-        .windows(2)
-        .enumerate()
-        .map(|(i, w)| d_block(w[0], w[1], i < 5, 1))
-        .collect();
-    Layout {
-        generator,
-        discriminator,
-        pooling: Pooling::Sum,
+    let spec = Spec128 {
+        generator: [16, 16, 8, 4, 2, 1],
+        first_conv_keeps_width: true,
+        discriminator: [1, 2, 4, 8, 16, 16],
+        last_block_downsamples: false,
+        shortcut_kernel: 1,
+    };
+    spec.layout(ch, Pooling::Sum)
+}
+
+/// Width multipliers and block options of a 128x128 model: five generator blocks and six
+/// discriminator blocks.
+struct Spec128 {
+    generator: [usize; 6],
+    first_conv_keeps_width: bool,
+    discriminator: [usize; 6],
+    last_block_downsamples: bool,
+    shortcut_kernel: usize,
+}
+
+impl Spec128 {
+    fn layout(&self, ch: usize, pooling: Pooling) -> Layout {
+        let k = self.shortcut_kernel;
+        let widths = self.generator.map(|m| m * ch);
+        let generator = widths
+            .windows(2)
+            .map(|w| {
+                let mid = if self.first_conv_keeps_width {
+                    w[0]
+                } else {
+                    w[1]
+                };
+                g_block(w[0], mid, w[1], k)
+            })
+            .collect();
+        let d_widths: Vec<usize> = std::iter::once(3)
+            .chain(self.discriminator.iter().map(|m| m * ch))
+            .collect();
+        let discriminator = d_widths
+            .windows(2)
+            .enumerate()
+            .map(|(i, w)| d_block(w[0], w[1], i < 5 || self.last_block_downsamples, k))
+            .collect();
+        Layout {
+            generator,
+            discriminator,
+            pooling,
+        }
     }
 }
 

@@ -42,8 +42,8 @@ fn discriminator_parameter_counts() {
     );
 }
 
-// compare_gan's resnet5 at ch = 64 with self-modulated batch norm, from the hand counts of
-// ../shared/design/SSGAN_SPEC.md section 2.7.
+// compare_gan's resnet5 at ch = 64 with self-modulated batch norm, counted by hand from its
+// variable shapes.
 const RESNET128_G: usize = 14_019_939;
 const RESNET128_D: usize = 15_086_529;
 const RESNET128_ROTATION_HEAD: usize = 2_052;
@@ -81,7 +81,7 @@ fn scaled_parameter_counts_match_the_tables() {
 }
 
 #[test]
-fn models_of_128_pixels_generate_and_score_128_pixels() {
+fn models_128_image_shapes() {
     for arch in [Arch::Resnet128, Arch::Resnet128Scaled] {
         let model = ModelConfig {
             arch,

@@ -19,7 +19,7 @@ fn shipped_configs_parse() {
 }
 
 #[test]
-fn presets_of_128_pixels_parse_and_training_refuses_them() {
+fn presets_128_need_image_folders() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs");
     let scaled = root.join("imagenet128-scaled.toml");
     let config = RunConfig::load_without_data(&scaled, &[]).unwrap();
@@ -44,7 +44,7 @@ fn presets_of_128_pixels_parse_and_training_refuses_them() {
 }
 
 #[test]
-fn cifar_data_with_a_128_pixel_model_is_rejected() {
+fn cifar_data_rejects_128_models() {
     let error = load(&["model.arch=\"resnet128-scaled\""]).unwrap_err();
     assert!(error.contains("model.arch"), "{error}");
     assert!(error.contains("resnet128-scaled"), "{error}");

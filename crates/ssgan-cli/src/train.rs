@@ -51,18 +51,16 @@ pub fn run(args: TrainArgs) -> Result<i32> {
     if let Some(workers) = args.workers {
         return train_workers::run(launch(config, run_id, workers, args.storage, args.listen)?);
     }
-    let evaluation = match train_eval::requested_weights(&config) {
-        Some(weights) => Some(LocalEvaluation::start(weights, &args.storage)?),
-        None => None,
-    };
     let mut trainer = Trainer::open(config, &args.storage, &run_id)?;
     announce(&trainer, &args.storage);
+    let evaluation = match train_eval::requested_weights(trainer.config()) {
+        Some(weights) => Some(LocalEvaluation::start(weights, &trainer, &args.storage)?),
+        None => None,
+    };
     let stop = install_stop_handler()?;
     let mut observer = Observer {
         progress: Progress::new(trainer.step(), trainer.config().train.steps),
         evaluation: evaluation.as_ref(),
-        config: trainer.config().clone(),
-        run_id: &run_id,
     };
     let outcome = trainer.run_observed(&stop, &mut observer);
     let progress = observer.progress;
@@ -80,8 +78,6 @@ pub fn run(args: TrainArgs) -> Result<i32> {
 struct Observer<'a> {
     progress: Progress,
     evaluation: Option<&'a LocalEvaluation>,
-    config: RunConfig,
-    run_id: &'a str,
 }
 
 impl TrainObserver for Observer<'_> {
@@ -91,7 +87,7 @@ impl TrainObserver for Observer<'_> {
 
     fn checkpoint_committed(&mut self, step: u64, url: &str) {
         if let Some(evaluation) = self.evaluation {
-            evaluation.submit(&self.config, self.run_id, step, url);
+            evaluation.submit(step, url);
         }
     }
 }

@@ -5,7 +5,7 @@
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::sync::{Arc, mpsc};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -13,8 +13,9 @@ use anyhow::{Context, Result};
 use ssgan_evaluator::{EvalFile, FidModel, resolve_inception_weights};
 use ssgan_proto::v1::run_service_client::RunServiceClient;
 use ssgan_proto::v1::{EvaluationTask, GetRunRequest, Run};
-use ssgan_worker::RunConfig;
+use ssgan_store::{BlockingStore, EvalRecord, RunRecord};
 use ssgan_worker::sample::{CheckpointGenerator, load_checkpoint_generator};
+use ssgan_worker::{RunConfig, SharedRecord, Trainer};
 use tonic::transport::Channel;
 
 /// Time between polls of the run's pending evaluations at the end of `train --workers`.
@@ -47,59 +48,103 @@ struct Job {
     task: EvaluationTask,
 }
 
+/// Storage and run record, shared by the training and the evaluation thread. The FID
+/// results go to the record.
+struct RunLink {
+    store: BlockingStore,
+    record: SharedRecord,
+    run_id: String,
+}
+
 /// A thread that evaluates checkpoints in commit order, beside the trainer.
+///
+/// Queued steps go to the record's `pending_evals` and results to its `evals` and
+/// `best_step`, so that retention keeps the best checkpoint and those still to evaluate.
 pub struct LocalEvaluation {
     jobs: Option<mpsc::Sender<Job>>,
     worker: Option<JoinHandle<()>>,
-    storage_url: String,
+    link: Arc<RunLink>,
+    config: RunConfig,
 }
 
 impl LocalEvaluation {
-    /// Finds or downloads the weights, loads the network and starts the thread.
-    pub fn start(weights: &str, storage_url: &str) -> Result<Self> {
+    /// Finds or downloads the weights, loads the network and starts the thread. Then queues
+    /// the steps that the run record lists as pending, which an earlier process left.
+    pub fn start(weights: &str, trainer: &Trainer, storage_url: &str) -> Result<Self> {
         let path = resolve_inception_weights(weights)?;
         let model = FidModel::load(&path)?;
         tracing::info!(weights = %path.display(), "evaluating checkpoints with FID in this process");
+        let record = trainer
+            .run_record()
+            .context("the trainer does not own the run record")?;
+        let link = Arc::new(RunLink {
+            store: BlockingStore::open(storage_url)?,
+            record,
+            run_id: trainer.run_id().to_owned(),
+        });
         let (jobs, queue) = mpsc::channel::<Job>();
+        let thread_link = link.clone();
         let worker = std::thread::Builder::new()
             .name("fid-eval".to_owned())
-            .spawn(move || evaluate_all(&model, queue))
+            .spawn(move || evaluate_all(&model, &thread_link, queue))
             .context("cannot start the evaluation thread")?;
-        Ok(Self {
+        let evaluation = Self {
             jobs: Some(jobs),
             worker: Some(worker),
-            storage_url: storage_url.to_owned(),
-        })
+            link,
+            config: trainer.config().clone(),
+        };
+        evaluation.queue_pending();
+        Ok(evaluation)
     }
 
     /// Queues the checkpoint of `step` at `url` when the config makes it due. Failures are
     /// logged, since training goes on without the evaluation.
-    pub fn submit(&self, config: &RunConfig, run_id: &str, step: u64, url: &str) {
-        if !config.eval.is_due(step, config.train.steps) {
-            return;
+    pub fn submit(&self, step: u64, url: &str) {
+        if self.config.eval.is_due(step, self.config.train.steps) {
+            self.queue(step, url);
         }
+    }
+
+    /// Queues the steps left pending in the run record. A step whose checkpoint cannot be
+    /// loaded is logged as an error and dropped from the record.
+    fn queue_pending(&self) {
+        let link = &self.link;
+        for step in link.record.snapshot().pending_evals {
+            let url = link.store.checkpoint_url(&link.run_id, step);
+            tracing::info!(run_id = %link.run_id, step, "queueing an evaluation that an earlier process left pending");
+            self.queue(step, &url);
+        }
+    }
+
+    fn queue(&self, step: u64, url: &str) {
+        let link = &self.link;
+        let run_id = link.run_id.as_str();
         let generator = match load_checkpoint_generator(url) {
             Ok(generator) => generator,
             Err(error) => {
                 tracing::error!(run_id, step, %error, "cannot load the checkpoint to evaluate it");
+                link.update_record(step, |record| record.drop_pending_eval(step));
                 return;
             }
         };
+        link.update_record(step, |record| record.add_pending_eval(step));
         let task = EvaluationTask {
             run_id: run_id.to_owned(),
             step,
             checkpoint_url: url.to_owned(),
-            storage_url: self.storage_url.clone(),
-            samples: config.eval.samples,
-            seed: config.run.seed,
-            real_samples: config.eval.real_samples,
+            storage_url: link.store.url().to_owned(),
+            samples: self.config.eval.samples,
+            seed: self.config.run.seed,
+            real_samples: self.config.eval.real_samples,
         };
         if let Some(jobs) = &self.jobs {
             let _ = jobs.send(Job { generator, task });
         }
     }
 
-    /// Waits for the queued evaluations to finish.
+    /// Waits for the queued evaluations to finish, then applies checkpoint retention again,
+    /// because checkpoints kept only while their evaluation was pending may now go.
     pub fn finish(mut self) {
         self.jobs = None;
         if let Some(worker) = self.worker.take() {
@@ -108,16 +153,52 @@ impl LocalEvaluation {
                 tracing::error!("the evaluation thread panicked");
             }
         }
+        self.link.apply_retention(self.config.checkpoint.keep);
     }
 }
 
-fn evaluate_all(model: &FidModel, queue: mpsc::Receiver<Job>) {
+impl RunLink {
+    /// Applies `change` to the run record and writes it, logging a failed write.
+    fn update_record(&self, step: u64, change: impl FnOnce(&mut RunRecord)) {
+        if let Err(error) = self.record.update(&self.store, change) {
+            tracing::error!(run_id = %self.run_id, step, %error, "cannot write the run record");
+        }
+    }
+
+    /// Deletes the checkpoints beyond the newest `keep` other than the best and the pending.
+    fn apply_retention(&self, keep: usize) {
+        let protected = self.record.snapshot().protected_steps();
+        let run_id = self.run_id.as_str();
+        match self.store.apply_retention(run_id, keep, &protected) {
+            Ok(deleted) => tracing::debug!(
+                run_id,
+                ?deleted,
+                ?protected,
+                "applied retention after the evaluations"
+            ),
+            Err(error) => {
+                tracing::error!(run_id, %error, "cannot apply checkpoint retention after the evaluations")
+            }
+        }
+    }
+}
+
+fn evaluate_all(model: &FidModel, link: &RunLink, queue: mpsc::Receiver<Job>) {
     for job in queue {
         let task = &job.task;
         match model.evaluate_generator(&job.generator, task) {
-            Ok(eval) => report(&eval, task),
+            Ok(eval) => {
+                report(&eval, task);
+                let result = EvalRecord {
+                    step: eval.step,
+                    fid: eval.fid,
+                    samples: eval.samples,
+                };
+                link.update_record(task.step, |record| record.record_eval(result));
+            }
             Err(error) => {
                 tracing::error!(run_id = %task.run_id, step = task.step, %error, "evaluation failed");
+                link.update_record(task.step, |record| record.drop_pending_eval(task.step));
             }
         }
     }

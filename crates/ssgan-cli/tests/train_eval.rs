@@ -132,6 +132,94 @@ fn train_evaluates_in_process() {
             .join("out/runs/local/fid_real_stats_8.npz")
             .is_file()
     );
+    let record = read_json(&dir.path().join("out/runs/local/run.json"));
+    assert_eq!(eval_steps(&record), [2, 4], "{record}");
+    assert!(record["best_step"].is_u64(), "{record}");
+    assert!(record.get("pending_evals").is_none(), "{record}");
+}
+
+fn eval_steps(record: &serde_json::Value) -> Vec<u64> {
+    let evals = record["evals"].as_array().expect("run.json has evals");
+    evals
+        .iter()
+        .map(|eval| eval["step"].as_u64().unwrap())
+        .collect()
+}
+
+fn checkpoint_steps(run: &Path) -> Vec<u64> {
+    let mut steps: Vec<u64> = std::fs::read_dir(run.join("checkpoints"))
+        .unwrap()
+        .map(|entry| {
+            entry
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .parse()
+                .unwrap()
+        })
+        .collect();
+    steps.sort();
+    steps
+}
+
+#[test]
+fn train_keeps_best_checkpoint() {
+    let Some(weights) = fixture_weights() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut args = train_args(dir.path(), "best", &weights.display().to_string());
+    for key in ["train.steps=6", "checkpoint.keep=1"] {
+        args.extend(["--set".into(), key.into()]);
+    }
+    let output = ssgan().args(args).output().unwrap();
+    let log = stderr(&output);
+    assert!(output.status.success(), "{log}");
+
+    let run = dir.path().join("runs/best");
+    let record = read_json(&run.join("run.json"));
+    assert_eq!(eval_steps(&record), [2, 4, 6], "{record}");
+    let best = record["best_step"].as_u64().expect("best_step is set");
+    let mut expected = vec![best, 6];
+    expected.dedup();
+    assert_eq!(checkpoint_steps(&run), expected, "{log}");
+    assert!(
+        run.join(format!("checkpoints/{best:010}/eval.json"))
+            .is_file()
+    );
+}
+
+#[test]
+fn train_evaluates_left_pending_steps() {
+    let Some(weights) = fixture_weights() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut args = train_args(dir.path(), "again", "unused");
+    args.truncate(args.len() - 2);
+    let output = ssgan().args(&args).output().unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    let run = dir.path().join("runs/again");
+    let mut record = read_json(&run.join("run.json"));
+    record["pending_evals"] = serde_json::json!([2]);
+    std::fs::write(run.join("run.json"), record.to_string()).unwrap();
+
+    // The run is at its last step, so this only evaluates the pending step.
+    let output = ssgan()
+        .args(train_args(
+            dir.path(),
+            "again",
+            &weights.display().to_string(),
+        ))
+        .output()
+        .unwrap();
+    let log = stderr(&output);
+    assert!(output.status.success(), "{log}");
+    assert!(log.contains("step 2: FID"), "{log}");
+    let record = read_json(&run.join("run.json"));
+    assert_eq!(eval_steps(&record), [2], "{record}");
+    assert!(record.get("pending_evals").is_none(), "{record}");
+    assert!(run.join("checkpoints/0000000002/eval.json").is_file());
 }
 
 #[test]

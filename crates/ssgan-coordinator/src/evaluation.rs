@@ -2,7 +2,6 @@
 //! due becomes a task for an evaluator, whose result or failure is recorded here.
 
 use ssgan_proto::v1;
-use ssgan_store::RunRecord;
 
 use crate::config::eval_settings;
 use crate::evaluators::EvaluatorKey;
@@ -23,7 +22,7 @@ pub(crate) async fn on_checkpoint_committed(
     };
     let marked = shared
         .registry
-        .update(run_id, |record| add_pending(record, step))
+        .update(run_id, |record| record.add_pending_eval(step))
         .await;
     if let Err(error) = marked {
         tracing::warn!(run_id, step, %error, "failed to record a pending evaluation");
@@ -74,12 +73,6 @@ fn task_for(shared: &Shared, run_id: &str, step: u64, url: &str) -> Option<v1::E
     })
 }
 
-fn add_pending(record: &mut RunRecord, step: u64) {
-    if !record.pending_evals.contains(&step) {
-        record.pending_evals.push(step);
-    }
-}
-
 /// Records an evaluator's result and gives the evaluator its next task.
 pub(crate) async fn on_result(
     shared: &mut Shared,
@@ -111,9 +104,7 @@ pub(crate) async fn on_failure(
     let step = failure.step;
     let cleared = shared
         .registry
-        .update(&failure.run_id, |record| {
-            record.pending_evals.retain(|s| *s != step)
-        })
+        .update(&failure.run_id, |record| record.drop_pending_eval(step))
         .await;
     if let Err(error) = cleared {
         tracing::warn!(run_id = %failure.run_id, step, %error, "failed to clear a pending evaluation");
@@ -123,7 +114,7 @@ pub(crate) async fn on_failure(
 
 #[cfg(test)]
 mod tests {
-    use ssgan_store::{RunState, Store};
+    use ssgan_store::{RunRecord, RunState, Store};
 
     use super::*;
     use crate::evaluators::EvaluatorPool;

@@ -214,8 +214,7 @@ impl Registry {
 }
 
 impl Registry {
-    /// Records a checkpoint's FID, replacing an earlier result of the same step, removes the
-    /// step from `pending_evals`, moves `best_step` to the lowest FID, writes run.json and
+    /// Records a checkpoint's FID with [`RunRecord::record_eval`], writes run.json and
     /// publishes the result.
     pub async fn record_eval(
         &mut self,
@@ -228,12 +227,7 @@ impl Registry {
             samples: result.samples,
         };
         let record = self
-            .update(run_id, |record| {
-                record.evals.retain(|earlier| earlier.step != eval.step);
-                record.pending_evals.retain(|step| *step != eval.step);
-                record.evals.push(eval);
-                record.best_step = best_step(&record.evals);
-            })
+            .update(run_id, |record| record.record_eval(eval))
             .await?;
         tracing::debug!(run_id, step = result.step, fid = result.fid, best_step = ?record.best_step, "evaluation recorded");
         let event = v1::EvalResult {
@@ -244,15 +238,6 @@ impl Registry {
         self.get(run_id)?.publish(v1::run_event::Event::Eval(event));
         Ok(())
     }
-}
-
-/// Returns the step with the lowest finite FID; the earlier step wins a tie.
-fn best_step(evals: &[EvalRecord]) -> Option<u64> {
-    evals
-        .iter()
-        .filter(|eval| eval.fid.is_finite())
-        .min_by(|a, b| a.fid.total_cmp(&b.fid).then(a.step.cmp(&b.step)))
-        .map(|eval| eval.step)
 }
 
 fn log_transition(record: &RunRecord, to: RunState, message: &str) {
@@ -271,30 +256,4 @@ pub(crate) fn now_unix_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |elapsed| elapsed.as_millis() as u64)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn eval(step: u64, fid: f64) -> EvalRecord {
-        EvalRecord {
-            step,
-            fid,
-            samples: 16,
-        }
-    }
-
-    #[test]
-    fn best_step_picks_lowest_fid() {
-        assert_eq!(best_step(&[]), None);
-        let evals = [eval(10, 50.0), eval(20, 30.0), eval(30, 40.0)];
-        assert_eq!(best_step(&evals), Some(20));
-    }
-
-    #[test]
-    fn best_step_skips_nan_and_prefers_earlier_tie() {
-        let evals = [eval(10, f64::NAN), eval(20, 30.0), eval(30, 30.0)];
-        assert_eq!(best_step(&evals), Some(20));
-    }
 }

@@ -71,6 +71,45 @@ pub struct RunRecord {
     pub pending_evals: Vec<u64>,
 }
 
+impl RunRecord {
+    /// Records a checkpoint's FID, replacing an earlier result of the same step, removes the
+    /// step from `pending_evals` and moves `best_step` to the lowest finite FID.
+    pub fn record_eval(&mut self, eval: EvalRecord) {
+        self.evals.retain(|earlier| earlier.step != eval.step);
+        self.drop_pending_eval(eval.step);
+        self.evals.push(eval);
+        self.best_step = best_step(&self.evals);
+    }
+
+    /// Adds `step` to `pending_evals` unless it is there already.
+    pub fn add_pending_eval(&mut self, step: u64) {
+        if !self.pending_evals.contains(&step) {
+            self.pending_evals.push(step);
+        }
+    }
+
+    /// Removes `step` from `pending_evals`, as after a failed evaluation.
+    pub fn drop_pending_eval(&mut self, step: u64) {
+        self.pending_evals.retain(|pending| *pending != step);
+    }
+
+    /// Returns the checkpoint steps that retention must keep beyond the newest ones: the
+    /// best-FID step and the steps whose evaluation is pending.
+    pub fn protected_steps(&self) -> Vec<u64> {
+        let best = self.best_step.into_iter();
+        best.chain(self.pending_evals.iter().copied()).collect()
+    }
+}
+
+/// Returns the step with the lowest finite FID; the earlier step wins a tie.
+fn best_step(evals: &[EvalRecord]) -> Option<u64> {
+    evals
+        .iter()
+        .filter(|eval| eval.fid.is_finite())
+        .min_by(|a, b| a.fid.total_cmp(&b.fid).then(a.step.cmp(&b.step)))
+        .map(|eval| eval.step)
+}
+
 /// Metrics of one generator step, as reported by rank 0.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 pub struct StepMetrics {
@@ -178,6 +217,50 @@ fn parse_run_record(json: &[u8], run_id: &str, url: &str) -> Result<RunRecord, S
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn eval(step: u64, fid: f64) -> EvalRecord {
+        EvalRecord {
+            step,
+            fid,
+            samples: 16,
+        }
+    }
+
+    #[test]
+    fn best_step_picks_lowest_fid() {
+        assert_eq!(best_step(&[]), None);
+        let evals = [eval(10, 50.0), eval(20, 30.0), eval(30, 40.0)];
+        assert_eq!(best_step(&evals), Some(20));
+    }
+
+    #[test]
+    fn best_step_skips_nan_and_prefers_earlier_tie() {
+        let evals = [eval(10, f64::NAN), eval(20, 30.0), eval(30, 30.0)];
+        assert_eq!(best_step(&evals), Some(20));
+    }
+
+    #[test]
+    fn record_eval_replaces_and_clears_pending() {
+        let mut record = RunRecord::default();
+        record.add_pending_eval(10);
+        record.add_pending_eval(20);
+        record.add_pending_eval(20);
+        assert_eq!(record.pending_evals, [10, 20]);
+        record.record_eval(eval(10, 50.0));
+        record.record_eval(eval(20, 40.0));
+        record.record_eval(eval(10, 30.0));
+        assert!(record.pending_evals.is_empty());
+        assert_eq!(record.evals.len(), 2);
+        assert_eq!(record.best_step, Some(10));
+    }
+
+    #[test]
+    fn protected_steps_lists_best_and_pending() {
+        let mut record = RunRecord::default();
+        record.record_eval(eval(10, 5.0));
+        record.add_pending_eval(30);
+        assert_eq!(record.protected_steps(), [10, 30]);
+    }
 
     #[test]
     fn run_state_serialises_in_screaming_snake_case() {

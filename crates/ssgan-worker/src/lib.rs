@@ -25,4 +25,4 @@ pub use control::{RankOptions, RankOutcome, RunControl, TrainObserver};
 pub use device::DeviceSpec;
 pub use error::{Result, WorkerError};
 pub use step::{StepReport, Stepper};
-pub use trainer::{Outcome, Trainer};
+pub use trainer::{Outcome, SharedRecord, Trainer};

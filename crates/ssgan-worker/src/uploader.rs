@@ -109,11 +109,7 @@ async fn apply_retention(
     keep: usize,
 ) -> std::result::Result<(), StoreError> {
     let protected: Vec<u64> = match store.read_run(run_id).await {
-        Ok(Some(record)) => record
-            .best_step
-            .into_iter()
-            .chain(record.pending_evals)
-            .collect(),
+        Ok(Some(record)) => record.protected_steps(),
         Ok(None) => Vec::new(),
         Err(error) => {
             tracing::warn!(run_id, step, %error, "cannot read run.json for the best checkpoint, skipping retention");

@@ -3,6 +3,8 @@
 mod record;
 mod snapshot;
 
+pub use record::SharedRecord;
+
 use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
@@ -10,7 +12,7 @@ use candle_core::Tensor;
 use serde::{Deserialize, Serialize};
 use ssgan_collective::{CollectiveError, check_parameters_match};
 use ssgan_data::{BatchOrder, CifarDataset, DataPosition, Split};
-use ssgan_store::{BlockingStore, LoadedCheckpoint, RunRecord, RunState};
+use ssgan_store::{BlockingStore, LoadedCheckpoint, RunState};
 
 use crate::config::RunConfig;
 use crate::control::{Agreed, OnStep, RankOptions, RankOutcome, RunControl, TrainObserver, agree};
@@ -63,7 +65,7 @@ pub struct Trainer {
     uploader: Uploader,
     run_id: String,
     /// The run record, present when this process owns `run.json`.
-    record: Option<RunRecord>,
+    record: Option<SharedRecord>,
     sample_z: Tensor,
     resumed_from: Option<u64>,
     /// Step of the newest checkpoint committed or being uploaded.
@@ -99,7 +101,8 @@ impl Trainer {
         };
         let stepper = Stepper::on_device(config, dataset, options.comm, options.device)?;
         let record = if options.owns_run_record {
-            Some(record::open_record(&store, run_id, &stepper.config)?)
+            let record = record::open_record(&store, run_id, &stepper.config)?;
+            Some(SharedRecord::new(record))
         } else {
             None
         };
@@ -114,7 +117,7 @@ impl Trainer {
         stepper: Stepper,
         store: BlockingStore,
         run_id: &str,
-        record: Option<RunRecord>,
+        record: Option<SharedRecord>,
     ) -> Result<Self> {
         let seed = stepper.config.run.seed;
         let sample_z = stepper.gan.latent(GRID_IMAGES, &mut sample_rng(seed))?;
@@ -198,6 +201,12 @@ impl Trainer {
     /// Returns the model, data and step counter of this rank.
     pub fn stepper(&self) -> &Stepper {
         &self.stepper
+    }
+
+    /// Returns a handle to the run record when this process owns run.json, as
+    /// [`Trainer::open`] does.
+    pub fn run_record(&self) -> Option<SharedRecord> {
+        self.record.clone()
     }
 
     /// This process's rank in the run.
@@ -296,7 +305,7 @@ impl Trainer {
             self.after_step(observer)?;
         }
         if self.last_checkpoint != Some(self.step()) {
-            self.commit_checkpoint()?;
+            self.commit_after_reports(observer)?;
         }
         self.finish_uploads()?;
         self.report_committed(observer);
@@ -319,7 +328,7 @@ impl Trainer {
             self.check_replicas()?;
         }
         if checkpoint_due && step < config.train.steps {
-            self.commit_checkpoint()?;
+            self.commit_after_reports(observer)?;
         }
         if let Some(step) = self.uploader.poll()? {
             self.record_committed(step)?;
@@ -388,6 +397,15 @@ impl Trainer {
         Ok(())
     }
 
+    /// Commits a checkpoint once the observer has heard of every earlier one, so that its
+    /// reaction, such as marking a step's evaluation pending, precedes the retention that
+    /// the new upload runs.
+    fn commit_after_reports(&mut self, observer: &mut dyn TrainObserver) -> Result<()> {
+        self.finish_uploads()?;
+        self.report_committed(observer);
+        self.commit_checkpoint()
+    }
+
     /// Waits for the upload in flight and records it in the run record.
     pub fn finish_uploads(&mut self) -> Result<()> {
         if let Some(step) = self.uploader.wait()? {
@@ -398,10 +416,12 @@ impl Trainer {
 
     fn record_committed(&mut self, step: u64) -> Result<()> {
         self.committed.push(step);
-        if let Some(record) = &mut self.record {
-            record.latest_step = Some(step);
+        match &self.record {
+            Some(record) => record.update(&self.store, |record| {
+                record.latest_step = Some(step);
+            }),
+            None => Ok(()),
         }
-        self.save_record()
     }
 
     fn report_committed(&mut self, observer: &mut dyn TrainObserver) {
@@ -412,20 +432,24 @@ impl Trainer {
 
     /// Sets the state of an owned run record and writes it; a Running state counts an attempt.
     fn save_record_state(&mut self, state: RunState) -> Result<()> {
-        let Some(record) = &mut self.record else {
+        let Some(record) = &self.record else {
             return Ok(());
         };
-        if state == RunState::Running {
-            record.attempts += 1;
-        }
-        record.state = state;
-        self.save_record()
+        let config = &self.stepper.config;
+        record.update(&self.store, |record| {
+            if state == RunState::Running {
+                record.attempts += 1;
+            }
+            record.state = state;
+            record::set_config(record, config);
+        })
     }
 
     fn save_record(&mut self) -> Result<()> {
-        match &mut self.record {
-            Some(record) => record::save_record(&self.store, record, &self.stepper.config),
-            None => Ok(()),
-        }
+        let Some(record) = &self.record else {
+            return Ok(());
+        };
+        let config = &self.stepper.config;
+        record.update(&self.store, |record| record::set_config(record, config))
     }
 }

@@ -1,5 +1,6 @@
 //! The run record (`run.json`) of a run that this process owns.
 
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ssgan_store::{BlockingStore, RunRecord, RunState};
@@ -24,16 +25,49 @@ pub(super) fn open_record(
     }
 }
 
-/// Writes `record` with the current config and time.
-pub(super) fn save_record(
-    store: &BlockingStore,
-    record: &mut RunRecord,
-    config: &RunConfig,
-) -> Result<()> {
+/// The run record of a run that this process owns, shared by the trainer and the threads
+/// that add to it, such as an FID evaluation beside training.
+///
+/// Every change writes run.json while the lock is held, so the writes reach storage in the
+/// order of the changes and none overwrites another's fields.
+#[derive(Clone, Debug)]
+pub struct SharedRecord {
+    record: Arc<Mutex<RunRecord>>,
+}
+
+impl SharedRecord {
+    pub(super) fn new(record: RunRecord) -> Self {
+        Self {
+            record: Arc::new(Mutex::new(record)),
+        }
+    }
+
+    /// Applies `change` to the record, stamps the update time and writes run.json.
+    ///
+    /// When the write fails, the change stays in memory and goes out with the next one.
+    pub fn update<T>(
+        &self,
+        store: &BlockingStore,
+        change: impl FnOnce(&mut RunRecord) -> T,
+    ) -> Result<T> {
+        let mut record = self.record.lock().unwrap_or_else(PoisonError::into_inner);
+        let value = change(&mut record);
+        record.updated_unix_ms = now_ms();
+        store.write_run(&record)?;
+        Ok(value)
+    }
+
+    /// Returns a copy of the record as it is in memory.
+    pub fn snapshot(&self) -> RunRecord {
+        let record = self.record.lock().unwrap_or_else(PoisonError::into_inner);
+        record.clone()
+    }
+}
+
+/// Stores the run's config and its target step in the record.
+pub(super) fn set_config(record: &mut RunRecord, config: &RunConfig) {
     record.target_steps = config.train.steps;
     record.config_toml = config.to_toml();
-    record.updated_unix_ms = now_ms();
-    Ok(store.write_run(record)?)
 }
 
 /// Rejects a run that another process is training, which is the case when its record is

@@ -31,6 +31,9 @@ enum BenchKind {
     AllreduceRank(crate::bench_allreduce::RankArgs),
     /// Inception features per second of FID feature extraction.
     Fid(crate::bench_fid::FidBenchArgs),
+    /// Images per second of the training input pipeline: reading, decoding, cropping and
+    /// resizing the config's data into batches.
+    Data(crate::bench_data::DataBenchArgs),
 }
 
 #[derive(Args)]
@@ -88,6 +91,7 @@ pub fn run(args: BenchArgs) -> Result<i32> {
         BenchKind::Allreduce(args) => crate::bench_allreduce::run(args),
         BenchKind::AllreduceRank(args) => crate::bench_allreduce::run_rank(args),
         BenchKind::Fid(args) => crate::bench_fid::run(args),
+        BenchKind::Data(args) => crate::bench_data::run(args),
     }
 }
 

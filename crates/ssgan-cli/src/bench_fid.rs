@@ -92,7 +92,7 @@ pub fn run(args: FidBenchArgs) -> Result<i32> {
 }
 
 /// Returns the median of sorted values, the mean of the middle two for an even count.
-fn median_of_sorted(values: &[f64]) -> f64 {
+pub fn median_of_sorted(values: &[f64]) -> f64 {
     let middle = values.len() / 2;
     if values.len().is_multiple_of(2) {
         (values[middle - 1] + values[middle]) / 2.0

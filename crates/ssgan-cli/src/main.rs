@@ -2,6 +2,7 @@
 
 mod bench;
 mod bench_allreduce;
+mod bench_data;
 mod bench_fid;
 mod fid;
 mod gpus;

@@ -234,6 +234,45 @@ fn bench_step_prints_json() {
     assert_eq!(value["batch_size"].as_u64(), Some(8), "{line}");
 }
 
+fn bench_data(config: &Path, extra: &[&str]) -> serde_json::Value {
+    let output = ssgan()
+        .current_dir(repo())
+        .args(["bench", "data", "--config", config.to_str().unwrap()])
+        .args(["--batches", "2", "--batch-size", "16", "--json"])
+        .args(extra)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    let line = String::from_utf8(output.stdout).unwrap();
+    serde_json::from_str(line.trim()).unwrap()
+}
+
+#[test]
+fn bench_data_reads_cifar_and_folders() {
+    let demo = repo().join("configs/cifar10-cpu-demo.toml");
+    let cifar = bench_data(&demo, &[]);
+    assert_eq!(cifar["data_kind"], "cifar10", "{cifar}");
+    assert_eq!(cifar["dataset_images"].as_u64(), Some(2000), "{cifar}");
+    assert_eq!(cifar["image_size"].as_u64(), Some(32), "{cifar}");
+    assert!(
+        cifar["images_per_second"].as_f64().unwrap() > 0.0,
+        "{cifar}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    for index in 0..5u8 {
+        let image = image::RgbImage::from_pixel(150, 120, image::Rgb([index * 40, 9, 200]));
+        image.save(dir.path().join(format!("{index}.jpg"))).unwrap();
+    }
+    let scaled = repo().join("configs/imagenet128-scaled.toml");
+    let path = format!("data.path={:?}", dir.path().display().to_string());
+    let folder = bench_data(&scaled, &["--set", &path]);
+    assert_eq!(folder["data_kind"], "image-folder", "{folder}");
+    assert_eq!(folder["dataset_images"].as_u64(), Some(5), "{folder}");
+    assert_eq!(folder["image_size"].as_u64(), Some(128), "{folder}");
+    assert_eq!(folder["batch_size"].as_u64(), Some(16), "{folder}");
+}
+
 #[test]
 fn bench_step_scaled_synthetic() {
     let config = repo().join("configs/imagenet128-scaled.toml");
@@ -274,10 +313,8 @@ fn bench_step_scaled_synthetic() {
         .unwrap();
     assert!(!rejected.status.success());
     let message = stderr(&rejected);
-    assert!(
-        message.contains("image folders are not implemented"),
-        "{message}"
-    );
+    assert!(message.contains("imagenet-128/train"), "{message}");
+    assert!(message.contains("is not a folder"), "{message}");
 
     if cfg!(not(feature = "cuda")) {
         let no_gpu = ssgan()

@@ -268,3 +268,44 @@ fn eval_without_weights_warns() {
         .join("runs/plain/checkpoints/0000000004/eval.json");
     assert!(!eval.exists());
 }
+
+/// Writes `count` PNG images of 40 x 36 pixels into `dir`.
+fn write_images(dir: &Path, count: u32) {
+    std::fs::create_dir_all(dir).unwrap();
+    for index in 0..count {
+        let image = image::RgbImage::from_fn(40, 36, |x, y| {
+            let value = |k: u32| ((x * k + y * (k + index) + 31 * index) % 256) as u8;
+            image::Rgb([value(2), value(3), value(5)])
+        });
+        image.save(dir.join(format!("{index:03}.png"))).unwrap();
+    }
+}
+
+#[test]
+fn train_evaluates_image_folder() {
+    let Some(weights) = fixture_weights() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let images = dir.path().join("images");
+    write_images(&images, 16);
+    let mut args = train_args(dir.path(), "folder", &weights.display().to_string());
+    let data = [
+        "data.kind=\"image-folder\"".to_string(),
+        format!("data.path={:?}", images.display().to_string()),
+    ];
+    for key in data {
+        args.extend(["--set".into(), key]);
+    }
+    let output = ssgan().args(args).output().unwrap();
+    let log = stderr(&output);
+    assert!(output.status.success(), "{log}");
+
+    let run = dir.path().join("runs/folder");
+    let record = read_json(&run.join("run.json"));
+    assert_eq!(eval_steps(&record), [2, 4], "{record}");
+    let eval = read_json(&run.join("checkpoints/0000000004/eval.json"));
+    let fid = eval["fid"].as_f64().unwrap();
+    assert!(fid.is_finite() && fid >= 0.0, "fid {fid}");
+    assert!(run.join("fid_real_stats_8.npz").is_file());
+}

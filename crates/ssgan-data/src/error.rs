@@ -65,6 +65,37 @@ pub enum DataError {
         label: u8,
     },
 
+    #[error(
+        "{} is not a folder: data.kind = \"image-folder\" expects a directory of PNG or \
+         JPEG files (subfolders are read too). Check data.path.",
+        .path.display()
+    )]
+    NotAFolder { path: PathBuf },
+
+    #[error(
+        "{} contains no PNG or JPEG file (.png, .jpg, .jpeg, in any subfolder). Check \
+         data.path.",
+        .path.display()
+    )]
+    NoImages { path: PathBuf },
+
+    #[error(
+        "{} is more than {max_depth} folders below the image root, which a loop of \
+         symbolic links can cause: point data.path at a folder with a shallower tree",
+        .path.display()
+    )]
+    FolderTooDeep { path: PathBuf, max_depth: usize },
+
+    #[error(
+        "failed to decode image {}: {source}. Remove or replace the file.",
+        .path.display()
+    )]
+    Image {
+        path: PathBuf,
+        /// Boxed, because the decoder's error is several times larger than the others.
+        source: Box<image::ImageError>,
+    },
+
     #[error("image index {index} is out of range for a dataset of {len} images")]
     IndexOutOfRange { index: usize, len: usize },
 

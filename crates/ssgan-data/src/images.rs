@@ -8,7 +8,7 @@ use crate::DataError;
 use crate::cifar::CifarDataset;
 
 /// Training images addressed by index, as the data order draws them.
-pub trait TrainImages: Send {
+pub trait TrainImages: Send + Sync {
     /// Returns the number of images.
     fn len(&self) -> usize;
 

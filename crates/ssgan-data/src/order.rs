@@ -82,6 +82,16 @@ impl BatchOrder {
         batch
     }
 
+    /// Returns the indices that [`BatchOrder::next_batch`] would return next, without
+    /// advancing. Only a batch that crosses into the next epoch draws a permutation.
+    pub fn peek_batch(&self, batch_size: usize) -> Vec<usize> {
+        let offset = self.position.offset as usize;
+        if offset + batch_size <= self.len {
+            return self.permutation[offset..offset + batch_size].to_vec();
+        }
+        self.clone().next_batch(batch_size)
+    }
+
     /// Returns the current position, which [`BatchOrder::new`] accepts to resume.
     pub fn position(&self) -> DataPosition {
         self.position

@@ -196,3 +196,13 @@ fn new_rejects_offset_past_end() {
         "{error:?}"
     );
 }
+
+#[test]
+fn peek_batch_equals_next_batch() {
+    let mut order = BatchOrder::new(5, 10, DataPosition::default()).unwrap();
+    for batch_size in [3, 4, 3, 10, 7, 25, 0, 1] {
+        let peeked = order.peek_batch(batch_size);
+        let position = order.position();
+        assert_eq!(peeked, order.next_batch(batch_size), "at {position:?}");
+    }
+}

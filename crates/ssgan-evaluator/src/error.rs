@@ -38,6 +38,8 @@ pub enum JobError {
     Generator(#[from] WorkerError),
     #[error("FID computation failed: {0}")]
     Fid(#[from] FidError),
+    #[error("cannot read the reference images: {0}")]
+    RealImages(#[from] ssgan_data::DataError),
     #[error("tensor operation failed: {0}")]
     Tensor(#[from] candle_core::Error),
     #[error("object store operation failed: {0}")]

@@ -8,6 +8,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use candle_core::{DType, Device};
 use serde::{Deserialize, Serialize};
+use ssgan_data::{FolderImages, TrainImages};
 use ssgan_fid::source::{open_image_source, quantize_unit_images};
 use ssgan_fid::{
     FeatureExtractor, FeatureLayer, FeatureMatrix, FidInception, ImageSource, InceptionWeights,
@@ -15,9 +16,10 @@ use ssgan_fid::{
 };
 use ssgan_proto::v1;
 use ssgan_store::BlockingStore;
-use ssgan_worker::WorkerError;
+use ssgan_worker::config::DataKind;
 use ssgan_worker::rng::sample_rng;
 use ssgan_worker::sample::{CheckpointGenerator, load_checkpoint_generator};
+use ssgan_worker::{RunConfig, WorkerError};
 
 use crate::error::{EvaluatorError, JobError};
 
@@ -149,14 +151,11 @@ impl FidModel {
             tracing::debug!(run_id = %task.run_id, url, "using cached real statistics");
             return Ok((statistics_from_npz(&bytes)?, url));
         }
-        let data_path = &generator.config.data.path;
-        let source = open_image_source(data_path)?;
-        let prefix = Prefix {
-            source: source.as_ref(),
-            len: source.len().min(task.real_samples as usize),
-        };
-        tracing::debug!(run_id = %task.run_id, path = %data_path.display(), images = prefix.len, "computing real statistics");
-        let features = self.extractor().extract(&prefix, FeatureLayer::Pool3)?;
+        let source = open_real_images(&generator.config, task.real_samples as usize)?;
+        tracing::debug!(run_id = %task.run_id, path = %generator.config.data.path.display(), images = source.len(), "computing real statistics");
+        let features = self
+            .extractor()
+            .extract(source.as_ref(), FeatureLayer::Pool3)?;
         let stats = Statistics::from_features(&features)?;
         let bytes = npz_bytes(&stats)?;
         let put = store.store().put_run_file(&task.run_id, &name, bytes);
@@ -185,19 +184,72 @@ fn generate_batch(
     Ok(quantize_unit_images(&images)?)
 }
 
+/// Opens the reference images of a run: the first `count` training images of CIFAR-10,
+/// or `count` images of an image folder spread evenly over its sorted files, as the
+/// trainer serves them (center square, resized to the model's size).
+///
+/// An image folder is sorted by path, so its first files would come from few classes of
+/// a dataset such as ImageNet, whose train split has one subfolder per class.
+fn open_real_images(config: &RunConfig, count: usize) -> Result<Box<dyn ImageSource>, JobError> {
+    let path = &config.data.path;
+    match config.data.kind {
+        DataKind::Cifar10 => {
+            let source = open_image_source(path)?;
+            let len = source.len().min(count);
+            Ok(Box::new(Prefix { source, len }))
+        }
+        DataKind::ImageFolder => {
+            let images = FolderImages::open(path, config.model.image_size())?;
+            let indices = spread_indices(images.len(), count);
+            Ok(Box::new(FolderSample { images, indices }))
+        }
+    }
+}
+
+/// Returns `min(count, len)` indices below `len` at even spacing, starting at 0.
+fn spread_indices(len: usize, count: usize) -> Vec<usize> {
+    let count = count.min(len);
+    (0..count).map(|i| i * len / count).collect()
+}
+
 /// The first `len` images of a source.
-struct Prefix<'a> {
-    source: &'a dyn ImageSource,
+struct Prefix {
+    source: Box<dyn ImageSource>,
     len: usize,
 }
 
-impl ImageSource for Prefix<'_> {
+impl ImageSource for Prefix {
     fn len(&self) -> usize {
         self.len
     }
 
     fn read(&self, range: Range<usize>) -> ssgan_fid::Result<Vec<RgbPlanes>> {
         self.source.read(range)
+    }
+}
+
+/// Chosen images of an image folder, at the model's image size.
+struct FolderSample {
+    images: FolderImages,
+    indices: Vec<usize>,
+}
+
+impl ImageSource for FolderSample {
+    fn len(&self) -> usize {
+        self.indices.len()
+    }
+
+    fn read(&self, range: Range<usize>) -> ssgan_fid::Result<Vec<RgbPlanes>> {
+        let size = self.images.image_size();
+        let read = |&index: &usize| -> ssgan_fid::Result<RgbPlanes> {
+            let pixels = self.images.planes(index)?;
+            Ok(RgbPlanes {
+                width: size,
+                height: size,
+                pixels,
+            })
+        };
+        self.indices[range].iter().map(read).collect()
     }
 }
 
@@ -215,4 +267,20 @@ fn statistics_from_npz(bytes: &[u8]) -> Result<Statistics, JobError> {
     let path = dir.path().join("stats.npz");
     std::fs::write(&path, bytes)?;
     Ok(Statistics::read_npz(&path)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::spread_indices;
+
+    #[test]
+    fn spread_indices_cover_the_folder() {
+        assert_eq!(spread_indices(10, 4), [0, 2, 5, 7]);
+        assert_eq!(spread_indices(3, 5), [0, 1, 2]);
+        assert_eq!(spread_indices(1000, 1), [0]);
+        let spread = spread_indices(1_281_167, 10_000);
+        assert_eq!(spread.len(), 10_000);
+        assert!(spread.windows(2).all(|pair| pair[0] < pair[1]));
+        assert!(*spread.last().unwrap() >= 1_281_167 - 129);
+    }
 }

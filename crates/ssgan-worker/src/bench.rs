@@ -5,9 +5,10 @@ use std::time::Instant;
 
 use serde::Serialize;
 use ssgan_collective::SingleRank;
-use ssgan_data::{CifarDataset, NoiseImages, Split, TrainImages};
+use ssgan_data::{NoiseImages, TrainImages};
 
 use crate::config::RunConfig;
+use crate::data::open_train_images;
 use crate::device::DeviceSpec;
 use crate::error::Result;
 use crate::step::Stepper;
@@ -92,10 +93,7 @@ fn bench_images(config: &RunConfig, synthetic: bool) -> Result<Box<dyn TrainImag
         let size = config.model.image_size();
         return Ok(Box::new(NoiseImages::new(50_000, size, config.run.seed)));
     }
-    Ok(Box::new(CifarDataset::open(
-        &config.data.path,
-        Split::Train,
-    )?))
+    open_train_images(config)
 }
 
 fn median(sorted: &[f64]) -> f64 {

@@ -82,6 +82,7 @@ fn read_config(path: &Path, overrides: &[String]) -> Result<(String, String)> {
 pub enum DataKind {
     /// CIFAR-10 binary files.
     Cifar10,
+    /// PNG and JPEG files, center-cropped to a square and resized to the model's size.
     ImageFolder,
 }
 
@@ -90,8 +91,9 @@ pub enum DataKind {
 #[serde(deny_unknown_fields, default)]
 pub struct DataSection {
     pub kind: DataKind,
-    /// A CIFAR-10 .bin file, or a directory whose `data_batch_*.bin` files are read; a
-    /// relative path is taken from the current directory.
+    /// For `cifar10`, a CIFAR-10 .bin file or a directory whose `data_batch_*.bin` files
+    /// are read. For `image-folder`, a directory of PNG and JPEG files, subfolders included.
+    /// A relative path is taken from the current directory.
     pub path: PathBuf,
 }
 
@@ -135,8 +137,9 @@ pub struct EvalSection {
     pub every: u64,
     /// Generated images per FID evaluation.
     pub samples: u64,
-    /// Training images whose Inception statistics are the FID reference, taken from the
-    /// start of `data.path`.
+    /// Training images whose Inception statistics are the FID reference: the first ones of
+    /// a CIFAR-10 `data.path`, or ones spread evenly over the sorted files of an image
+    /// folder.
     ///
     /// NOTE: FID from a few thousand images or fewer is biased upwards, so compare only
     /// values computed with the same `samples` and `real_samples`.
@@ -321,24 +324,17 @@ impl RunConfig {
         self.eval.validate()
     }
 
-    /// Checks that the data kind is implemented and contains images of the model's size.
+    /// Checks that the data kind can provide images of the model's size.
     fn validate_data(&self) -> Result<()> {
         let size = self.model.image_size();
         if self.data.kind == DataKind::Cifar10 && size != 32 {
             let arch = self.model.arch.name();
             return Err(WorkerError::InvalidValue {
                 key: "model.arch",
-                value: format!("{arch:?} ({size}x{size} images)"),
-                expected: "\"resnet32\" for CIFAR-10's 32x32 images (128x128 models need \
-                           128x128 data; `ssgan bench step --synthetic` times them on noise)"
+                value: format!("{arch:?} ({size}x{size} images) with data.kind = \"cifar10\""),
+                expected: "\"resnet32\" for CIFAR-10's 32x32 images, or data.kind = \
+                           \"image-folder\" with a folder of images for 128x128 models"
                     .into(),
-            });
-        }
-        if self.data.kind != DataKind::Cifar10 {
-            return Err(WorkerError::InvalidValue {
-                key: "data.kind",
-                value: "\"image-folder\"".into(),
-                expected: "\"cifar10\" (image folders are not implemented yet)".into(),
             });
         }
         Ok(())

@@ -9,6 +9,7 @@ pub mod bench;
 pub mod bench_conv;
 pub mod config;
 pub mod control;
+pub mod data;
 pub mod device;
 mod error;
 pub mod grid;

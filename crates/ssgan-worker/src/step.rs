@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor};
 use ssgan_collective::Communicator;
-use ssgan_data::{BatchOrder, DataPosition, TrainImages, shard};
+use ssgan_data::{BatchOrder, DataPosition, Prefetcher, TrainImages, shard};
 use ssgan_model::{DiscriminatorMetrics, GanSettings, GeneratorMetrics, SsGan, latent};
 
 use crate::config::RunConfig;
@@ -31,7 +31,8 @@ pub struct StepReport {
 pub struct Stepper {
     pub(crate) config: RunConfig,
     pub(crate) gan: SsGan,
-    pub(crate) dataset: Box<dyn TrainImages>,
+    /// The training images, one batch built ahead.
+    pub(crate) batches: Prefetcher,
     pub(crate) order: BatchOrder,
     pub(crate) comm: Arc<dyn Communicator>,
     pub(crate) step: u64,
@@ -65,7 +66,7 @@ impl Stepper {
         Ok(Self {
             config,
             gan,
-            dataset,
+            batches: Prefetcher::new(Arc::from(dataset)),
             order,
             comm,
             step: 0,
@@ -99,11 +100,21 @@ impl Stepper {
         })
     }
 
+    /// Takes this rank's shard of the next global batch, and starts building the shard
+    /// after it. Only [`BatchOrder::next_batch`] advances the order, so a checkpoint saves
+    /// the position of the batches used, not of the one built ahead.
     fn next_real_batch(&mut self) -> Result<Tensor> {
-        let global = self.order.next_batch(self.config.train.batch_size);
-        let mine = shard(&global, self.comm.rank(), self.comm.world_size())?;
-        let batch = self.dataset.batch(&mine, &Device::Cpu, DType::F32)?;
+        let batch_size = self.config.train.batch_size;
+        let (rank, world_size) = (self.comm.rank(), self.comm.world_size());
+        let mine = shard(&self.order.next_batch(batch_size), rank, world_size)?;
+        let upcoming = shard(&self.order.peek_batch(batch_size), rank, world_size)?;
+        let batch = self.batches.take(&mine, upcoming)?;
         self.staging.upload(&batch, &self.device)
+    }
+
+    /// Returns the training images.
+    pub fn images(&self) -> &dyn TrainImages {
+        self.batches.images()
     }
 
     /// This rank's rows of the global batch of latent vectors of `phase` in the current step.

@@ -1,6 +1,7 @@
 mod common;
 
 use ssgan_worker::RunConfig;
+use ssgan_worker::config::DataKind;
 
 fn load(overrides: &[&str]) -> Result<RunConfig, String> {
     let overrides: Vec<String> = overrides.iter().map(|s| s.to_string()).collect();
@@ -19,7 +20,7 @@ fn shipped_configs_parse() {
 }
 
 #[test]
-fn presets_128_need_image_folders() {
+fn presets_128_read_image_folders() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs");
     let scaled = root.join("imagenet128-scaled.toml");
     let config = RunConfig::load_without_data(&scaled, &[]).unwrap();
@@ -35,10 +36,12 @@ fn presets_128_need_image_folders() {
     let config = RunConfig::load_without_data(&resnet5, &[]).unwrap();
     assert_eq!((config.model.g_width(), config.model.d_width()), (512, 512));
     for path in [scaled, resnet5] {
-        let error = RunConfig::load(&path, &[]).unwrap_err().to_string();
-        assert!(
-            error.contains("image folders are not implemented"),
-            "{error}"
+        let config = RunConfig::load(&path, &[]).unwrap();
+        assert_eq!(
+            config.data.kind,
+            DataKind::ImageFolder,
+            "{}",
+            path.display()
         );
     }
 }
@@ -49,6 +52,7 @@ fn cifar_data_rejects_128_models() {
     assert!(error.contains("model.arch"), "{error}");
     assert!(error.contains("resnet128-scaled"), "{error}");
     assert!(error.contains("\"resnet32\" for CIFAR-10"), "{error}");
+    assert!(error.contains("image-folder"), "{error}");
 }
 
 #[test]

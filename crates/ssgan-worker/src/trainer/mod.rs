@@ -11,11 +11,12 @@ use std::time::Instant;
 use candle_core::Tensor;
 use serde::{Deserialize, Serialize};
 use ssgan_collective::{CollectiveError, check_parameters_match};
-use ssgan_data::{BatchOrder, CifarDataset, DataPosition, Split};
+use ssgan_data::{BatchOrder, DataPosition};
 use ssgan_store::{BlockingStore, LoadedCheckpoint, RunState};
 
 use crate::config::RunConfig;
 use crate::control::{Agreed, OnStep, RankOptions, RankOutcome, RunControl, TrainObserver, agree};
+use crate::data::open_train_images;
 use crate::error::{Result, WorkerError};
 use crate::rng::sample_rng;
 use crate::step::{StepReport, Stepper};
@@ -37,6 +38,10 @@ pub struct TrainerState {
     pub discriminator_updates: u64,
     /// Position of the next real image in the shuffled data stream.
     pub data_position: DataPosition,
+    /// Number of training images that the position refers to. Checkpoints written before
+    /// this field existed read as `None`.
+    #[serde(default)]
+    pub dataset_len: Option<u64>,
     pub world_size: usize,
     /// Seed of every random draw; latent vectors are drawn from (seed, step, phase) streams,
     /// so no other generator state exists.
@@ -93,7 +98,7 @@ impl Trainer {
     ) -> Result<Self> {
         ssgan_store::validate_run_id(run_id)?;
         config.validate(options.comm.world_size())?;
-        let dataset = Box::new(CifarDataset::open(&config.data.path, Split::Train)?);
+        let dataset = open_train_images(&config)?;
         let store = BlockingStore::open(storage_url)?;
         let checkpoint = match options.resume_step {
             Some(step) => Some(store.load_checkpoint(run_id, step)?),
@@ -146,11 +151,12 @@ impl Trainer {
                 }
             })?;
 
+        self.check_dataset_len(&state);
         let stepper = &mut self.stepper;
         stepper
             .gan
             .load_state(|name| checkpoint.files.get(name).map(|b| b.as_ref()))?;
-        let (seed, len) = (stepper.config.run.seed, stepper.dataset.len());
+        let (seed, len) = (stepper.config.run.seed, stepper.images().len());
         stepper.order = BatchOrder::new(seed, len, state.data_position)?;
         stepper.step = state.step;
 
@@ -158,6 +164,20 @@ impl Trainer {
         self.last_checkpoint = Some(state.step);
         tracing::debug!(run_id = %self.run_id, rank = self.rank(), step = state.step, "resumed from checkpoint");
         Ok(())
+    }
+
+    /// Warns when the training data has another number of images than when the checkpoint
+    /// was saved, because the data order then differs from that of an uninterrupted run.
+    fn check_dataset_len(&self, state: &TrainerState) {
+        let len = self.stepper.images().len() as u64;
+        if let Some(saved) = state.dataset_len.filter(|saved| *saved != len) {
+            tracing::warn!(
+                run_id = %self.run_id,
+                rank = self.rank(),
+                step = state.step,
+                "data.path now has {len} images, but the checkpoint was saved with {saved}; the run resumes with a different data order"
+            );
+        }
     }
 
     /// Rejects a resume whose config differs from the checkpoint's in a key that matters.

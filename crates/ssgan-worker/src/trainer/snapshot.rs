@@ -55,6 +55,7 @@ impl Trainer {
             generator_updates,
             discriminator_updates,
             data_position: stepper.order.position(),
+            dataset_len: Some(stepper.images().len() as u64),
             world_size: stepper.comm.world_size(),
             seed: stepper.config.run.seed,
             rng_scheme: RNG_SCHEME.into(),

@@ -53,11 +53,18 @@ enum Command {
 fn main() {
     restore_sigpipe();
     let cli = Cli::parse();
-    init_logging(&cli.command);
     if let Err(error) = set_threads(cli.threads) {
         eprintln!("error: {}", error_chain(&error));
         std::process::exit(2);
     }
+    // After set_threads, because the OTLP export starts threads of its own.
+    let telemetry = match init_telemetry(&cli.command) {
+        Ok(telemetry) => telemetry,
+        Err(error) => {
+            eprintln!("error: {error}");
+            std::process::exit(2);
+        }
+    };
     let result = match cli.command {
         Command::Train(args) => train::run(args),
         Command::Sample(args) => sample::run(args),
@@ -69,6 +76,7 @@ fn main() {
         Command::Worker(args) => services::run_worker(args),
         Command::Evaluator(args) => services::run_evaluator_process(args),
     };
+    telemetry.shutdown();
     match result {
         Ok(code) => std::process::exit(code),
         Err(error) => {
@@ -123,21 +131,21 @@ fn error_chain(error: &anyhow::Error) -> String {
     text.replace('\n', " ")
 }
 
-/// Logs to stderr; RUST_LOG overrides the default of `info` for this binary and `warn`
-/// elsewhere. The coordinator also logs its run state changes, worker joins and losses,
-/// and the evaluator its evaluations, which their libraries write at debug level.
-fn init_logging(command: &Command) {
-    let default = match command {
-        Command::Coordinator(_) => "warn,ssgan=info,ssgan_coordinator=debug",
-        Command::Evaluator(_) => "warn,ssgan=info,ssgan_evaluator=debug",
-        _ => "warn,ssgan=info",
+/// Logs to stderr, and exports spans and metrics when OTEL_EXPORTER_OTLP_ENDPOINT is set.
+/// RUST_LOG overrides the default of `info` for this binary and `warn` elsewhere. The
+/// coordinator also logs its run state changes, worker joins and losses, and the evaluator
+/// its evaluations, which their libraries write at debug level.
+fn init_telemetry(
+    command: &Command,
+) -> Result<ssgan_telemetry::Telemetry, ssgan_telemetry::TelemetryError> {
+    let (service, default) = match command {
+        Command::Coordinator(_) => (
+            "ssgan-coordinator",
+            "warn,ssgan=info,ssgan_coordinator=debug",
+        ),
+        Command::Evaluator(_) => ("ssgan-evaluator", "warn,ssgan=info,ssgan_evaluator=debug"),
+        Command::Worker(_) => ("ssgan-worker", "warn,ssgan=info"),
+        _ => ("ssgan", "warn,ssgan=info"),
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_target(false)
-        .init();
+    ssgan_telemetry::init(service, default)
 }

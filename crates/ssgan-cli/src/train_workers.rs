@@ -307,6 +307,8 @@ fn step_report(metrics: &StepMetrics, progress: &Progress) -> StepReport {
             ..Default::default()
         },
         seconds: metrics.step_seconds,
+        // The coordinator's step reports do not carry the data time.
+        data_seconds: 0.0,
         images_per_second: metrics.images_per_second,
     }
 }

@@ -182,6 +182,7 @@ async fn recover(
             record.restarts += 1;
         })
         .await?;
+    ssgan_telemetry::metrics::record_restart(run_id);
     let delay = core.options.backoff(restarts + 1);
     tokio::spawn(reschedule_after(core.clone(), run_id.to_owned(), delay));
     Ok(())

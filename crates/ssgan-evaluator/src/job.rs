@@ -82,6 +82,12 @@ impl FidModel {
     /// Runs one task with a generator already loaded from the task's checkpoint, so that
     /// retention may delete the checkpoint's weights meanwhile. Writes `eval.json` into the
     /// checkpoint directory either way.
+    #[tracing::instrument(
+        name = "eval",
+        level = "debug",
+        skip_all,
+        fields(ssgan.run_id = %task.run_id, ssgan.step = task.step, ssgan.samples = task.samples)
+    )]
     pub fn evaluate_generator(
         &self,
         generator: &CheckpointGenerator,
@@ -105,6 +111,7 @@ impl FidModel {
         let put = store.store().put_eval_result(&task.run_id, task.step, json);
         store.runtime().block_on(put)?;
         tracing::debug!(run_id = %task.run_id, step = task.step, fid, seconds = eval.seconds, "evaluated a checkpoint");
+        ssgan_telemetry::metrics::record_fid(&task.run_id, fid);
         Ok(eval)
     }
 

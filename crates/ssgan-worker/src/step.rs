@@ -23,6 +23,8 @@ pub struct StepReport {
     pub discriminator: DiscriminatorMetrics,
     pub generator: GeneratorMetrics,
     pub seconds: f64,
+    /// Part of `seconds` spent waiting for real batches and copying them to the device.
+    pub data_seconds: f64,
     /// Global batch over the step's wall time.
     pub images_per_second: f64,
 }
@@ -80,14 +82,19 @@ impl Stepper {
         let started = Instant::now();
         let n_dis = self.config.optim.n_dis;
         let mut d_sum = DiscriminatorMetrics::default();
+        let mut data_seconds = 0.0;
         for phase in 0..n_dis {
+            let waited = Instant::now();
             let reals = self.next_real_batch()?;
+            data_seconds += waited.elapsed().as_secs_f64();
             let z = self.latent_shard(phase as u32)?;
-            let metrics = self.gan.discriminator_step(&reals, &z)?;
+            let span = tracing::debug_span!("d_forward_backward", phase);
+            let metrics = span.in_scope(|| self.gan.discriminator_step(&reals, &z))?;
             accumulate(&mut d_sum, &metrics);
         }
         let z = self.latent_shard(n_dis as u32)?;
-        let generator = self.gan.generator_step(&z)?;
+        let span = tracing::debug_span!("g_forward_backward");
+        let generator = span.in_scope(|| self.gan.generator_step(&z))?;
         self.step += 1;
         let seconds = started.elapsed().as_secs_f64();
         Ok(StepReport {
@@ -96,6 +103,7 @@ impl Stepper {
             discriminator: scaled(&d_sum, 1.0 / n_dis as f64),
             generator,
             seconds,
+            data_seconds,
             images_per_second: self.config.train.batch_size as f64 / seconds,
         })
     }
@@ -103,6 +111,7 @@ impl Stepper {
     /// Takes this rank's shard of the next global batch, and starts building the shard
     /// after it. Only [`BatchOrder::next_batch`] advances the order, so a checkpoint saves
     /// the position of the batches used, not of the one built ahead.
+    #[tracing::instrument(name = "data", level = "debug", skip_all)]
     fn next_real_batch(&mut self) -> Result<Tensor> {
         let batch_size = self.config.train.batch_size;
         let (rank, world_size) = (self.comm.rank(), self.comm.world_size());

@@ -1,9 +1,12 @@
 //! Checkpoint uploads off the training thread, one in flight.
 
+use std::time::Instant;
+
 use bytes::Bytes;
 use ssgan_store::{CheckpointFile, Store, StoreError};
 use tokio::runtime::Handle;
 use tokio::task::JoinHandle;
+use tracing::Instrument;
 
 use crate::error::{Result, WorkerError};
 
@@ -40,9 +43,10 @@ impl Uploader {
         let finished = self.wait()?;
         let store = self.store.clone();
         let step = snapshot.step;
+        let span = tracing::debug_span!("checkpoint.upload", ssgan.run_id = %snapshot.run_id, ssgan.step = step);
         let task = self
             .runtime
-            .spawn(async move { upload(&store, snapshot).await });
+            .spawn(async move { upload(&store, snapshot).await }.instrument(span));
         self.in_flight = Some((step, task));
         Ok(finished)
     }
@@ -80,8 +84,13 @@ async fn upload(store: &Store, snapshot: Snapshot) -> std::result::Result<(), St
         keep,
     } = snapshot;
     tracing::debug!(run_id, step, "uploading checkpoint");
+    let started = Instant::now();
+    let bytes: usize = files.iter().map(|file| file.bytes.len()).sum();
     match store.commit_checkpoint(&run_id, step, files).await {
-        Ok(_) => {}
+        Ok(_) => {
+            let seconds = started.elapsed().as_secs_f64();
+            ssgan_telemetry::metrics::record_checkpoint(&run_id, seconds, bytes as u64);
+        }
         Err(StoreError::AlreadyCommitted { .. }) => {
             // Only a resume that fell back past a checkpoint that failed verification gets
             // here. That checkpoint is kept as it is, for inspection.

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use ssgan_collective::{CollectiveError, check_parameters_match};
 use ssgan_data::{BatchOrder, DataPosition};
 use ssgan_store::{BlockingStore, LoadedCheckpoint, RunState};
+use ssgan_telemetry::metrics::{self, StepValues};
 
 use crate::config::RunConfig;
 use crate::control::{Agreed, OnStep, RankOptions, RankOutcome, RunControl, TrainObserver, agree};
@@ -285,7 +286,13 @@ impl Trainer {
         abort: &AtomicBool,
         observer: &mut dyn TrainObserver,
     ) -> Result<RankOutcome> {
-        let result = self.run_steps(stop, abort, observer);
+        let span = tracing::debug_span!(
+            "run",
+            ssgan.run_id = %self.run_id,
+            ssgan.rank = self.rank(),
+            ssgan.world_size = self.world_size(),
+        );
+        let result = span.in_scope(|| self.run_steps(stop, abort, observer));
         if let Err(error) = &result {
             tracing::error!(run_id = %self.run_id, rank = self.rank(), step = self.step(), %error, "training failed");
         }
@@ -316,7 +323,7 @@ impl Trainer {
                 Agreed::Stop => break,
                 Agreed::Abort => return self.end_aborted(observer),
             }
-            let report = self.stepper.train_step()?;
+            let report = self.traced_step()?;
             observer.step(&report);
             if last_heartbeat.elapsed() >= record::HEARTBEAT {
                 self.save_record()?;
@@ -336,6 +343,21 @@ impl Trainer {
             Outcome::Stopped { step }
         };
         Ok(RankOutcome::Ended(outcome))
+    }
+
+    /// Runs one step in a root span of its own, so that a ratio sampler keeps or drops whole
+    /// steps, and records its metrics.
+    fn traced_step(&mut self) -> Result<StepReport> {
+        let span = tracing::debug_span!(
+            parent: None,
+            "step",
+            ssgan.run_id = %self.run_id,
+            ssgan.rank = self.rank(),
+            ssgan.step = self.step() + 1,
+        );
+        let report = span.in_scope(|| self.stepper.train_step())?;
+        record_step_metrics(&self.run_id, self.rank(), &report);
+        Ok(report)
     }
 
     /// Runs the periodic work after a step: the replica check and the checkpoint.
@@ -410,7 +432,8 @@ impl Trainer {
         if self.rank() != 0 {
             return Ok(());
         }
-        let snapshot = self.snapshot()?;
+        let span = tracing::debug_span!("checkpoint.stage", ssgan.run_id = %self.run_id, ssgan.step = self.step());
+        let snapshot = span.in_scope(|| self.snapshot())?;
         if let Some(step) = self.uploader.submit(snapshot)? {
             self.record_committed(step)?;
         }
@@ -472,4 +495,23 @@ impl Trainer {
         let config = &self.stepper.config;
         record.update(&self.store, |record| record::set_config(record, config))
     }
+}
+
+/// Records a step's duration and data wait on every rank, and its losses on rank 0, whose
+/// report is the one the run shows.
+fn record_step_metrics(run_id: &str, rank: usize, report: &StepReport) {
+    metrics::record_step_duration(run_id, rank, report.seconds);
+    metrics::record_data_wait(run_id, rank, report.data_seconds);
+    if rank != 0 {
+        return;
+    }
+    let values = StepValues {
+        loss_d: report.discriminator.loss,
+        loss_g: report.generator.loss,
+        rotation_loss_d: report.discriminator.rotation,
+        rotation_loss_g: report.generator.rotation,
+        rotation_accuracy: report.discriminator.rotation_accuracy,
+        images_per_second: report.images_per_second,
+    };
+    metrics::record_step_values(run_id, &values);
 }

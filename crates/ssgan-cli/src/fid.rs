@@ -102,6 +102,10 @@ pub fn run_fid(args: FidArgs) -> Result<i32> {
 }
 
 pub fn run_fid_stats(args: FidStatsArgs) -> Result<i32> {
+    check_output_folder(&args.out)?;
+    if args.samples.is_none() {
+        check_not_a_run(Path::new(&args.source))?;
+    }
     let model = args.model.load_model(Path::new(&args.source))?;
     let images = match args.samples {
         Some(samples) => generated_images(&args.source, samples, args.seed)?,
@@ -123,6 +127,34 @@ pub fn run_fid_stats(args: FidStatsArgs) -> Result<i32> {
         args.out.display()
     );
     Ok(0)
+}
+
+/// Rejects an `--out` whose folder does not exist before any feature is computed.
+fn check_output_folder(out: &Path) -> Result<()> {
+    let folder = match out.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    };
+    anyhow::ensure!(
+        folder.is_dir(),
+        "cannot write --out {}: folder {} does not exist. Create it first.",
+        out.display(),
+        folder.display()
+    );
+    Ok(())
+}
+
+/// Rejects a run or checkpoint directory as an image set, which needs `--samples`.
+fn check_not_a_run(source: &Path) -> Result<()> {
+    let markers = ["run.json", "checkpoints", "MANIFEST.json"];
+    let is_run = markers.iter().any(|name| source.join(name).exists());
+    anyhow::ensure!(
+        !is_run,
+        "{} is a run or checkpoint directory, not an image set: pass --samples N to generate N \
+         images from its checkpoint",
+        source.display()
+    );
+    Ok(())
 }
 
 /// Reads a .npz side, or computes the statistics of an image side with a model loaded once.

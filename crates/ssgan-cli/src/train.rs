@@ -57,6 +57,14 @@ pub fn run(args: TrainArgs) -> Result<i32> {
         Some(weights) => Some(LocalEvaluation::start(weights, &trainer, &args.storage)?),
         None => None,
     };
+    if nothing_to_train(&trainer) {
+        // The run record stays as it is: no attempt is counted and train.steps is not
+        // lowered below the run's step.
+        if let Some(evaluation) = evaluation {
+            evaluation.finish();
+        }
+        return Ok(0);
+    }
     let stop = install_stop_handler()?;
     let mut observer = Observer {
         progress: Progress::new(trainer.step(), trainer.config().train.steps),
@@ -120,14 +128,21 @@ fn launch(
     })
 }
 
+/// Returns true when the run resumed at or past train.steps.
+fn nothing_to_train(trainer: &Trainer) -> bool {
+    let target = trainer.config().train.steps;
+    trainer.resumed_from().is_some_and(|step| step >= target)
+}
+
 fn announce(trainer: &Trainer, storage: &str) {
     let config = trainer.config();
     if let Some(step) = trainer.resumed_from().filter(|s| *s >= config.train.steps) {
         tracing::warn!(
             run_id = trainer.run_id(),
-            "the run is already at step {step}, not before train.steps = {}; nothing to train (raise --steps to continue)",
+            "the run is already at step {step}, at or past train.steps = {}; nothing to train (raise --steps to continue)",
             config.train.steps
         );
+        return;
     }
     match trainer.resumed_from() {
         Some(step) => tracing::info!(

@@ -82,6 +82,52 @@ fn train_then_resume_continues_step_count() {
     assert!(dir.path().join("runs/demo/samples/0000000003.png").exists());
 }
 
+fn read_record(storage: &Path, run_id: &str) -> serde_json::Value {
+    let path = storage.join(format!("runs/{run_id}/run.json"));
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+#[test]
+fn resume_with_fewer_steps_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = train(dir.path(), "done", &["--steps", "2"]);
+    assert!(first.status.success(), "{}", stderr(&first));
+    let before = read_record(dir.path(), "done");
+
+    let again = train(dir.path(), "done", &["--steps", "1"]);
+    assert!(again.status.success(), "{}", stderr(&again));
+    assert!(
+        stderr(&again).contains("nothing to train"),
+        "{}",
+        stderr(&again)
+    );
+    let after = read_record(dir.path(), "done");
+    assert_eq!(after["target_steps"], 2, "{after}");
+    assert_eq!(after["attempts"], before["attempts"], "{after}");
+    assert_eq!(after["state"], "SUCCEEDED", "{after}");
+}
+
+#[test]
+fn multi_worker_run_rejects_one_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = train(dir.path(), "pair", &["--steps", "1"]);
+    assert!(first.status.success(), "{}", stderr(&first));
+    let path = dir.path().join("runs/pair/run.json");
+    let mut record = read_record(dir.path(), "pair");
+    record["world_size"] = serde_json::json!(2);
+    std::fs::write(&path, record.to_string()).unwrap();
+
+    let resumed = train(dir.path(), "pair", &["--steps", "2"]);
+    assert!(!resumed.status.success());
+    assert!(
+        stderr(&resumed).contains("pass --workers 2"),
+        "{}",
+        stderr(&resumed)
+    );
+    let untouched = read_record(dir.path(), "pair");
+    assert_eq!(untouched["latest_step"], 1, "{untouched}");
+}
+
 #[test]
 fn sample_writes_grid_from_checkpoint() {
     let dir = tempfile::tempdir().unwrap();
@@ -314,7 +360,7 @@ fn bench_step_scaled_synthetic() {
     assert!(!rejected.status.success());
     let message = stderr(&rejected);
     assert!(message.contains("imagenet-128/train"), "{message}");
-    assert!(message.contains("is not a folder"), "{message}");
+    assert!(message.contains("not found"), "{message}");
 
     if cfg!(not(feature = "cuda")) {
         let no_gpu = ssgan()

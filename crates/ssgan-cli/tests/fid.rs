@@ -276,3 +276,35 @@ fn fid_stats_from_checkpoint_samples() {
     assert!(first.iter().all(|v| v.is_finite() && *v >= 0.0));
     assert_eq!(first, second, "the same seed gives the same samples");
 }
+
+#[test]
+fn fid_stats_checks_inputs_before_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let images = dir.path().join("images");
+    write_png_folder(&[vec![7u8; 3 * 32 * 32]], &images);
+    let missing = dir.path().join("no-such-folder/stats.npz");
+    let output = ssgan()
+        .args(["fid-stats", images.to_str().unwrap(), "--out"])
+        .arg(&missing)
+        .args(["--inception-weights", "unused.pth"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let message = stderr(&output);
+    assert!(
+        message.contains("no-such-folder does not exist"),
+        "{message}"
+    );
+
+    let run = dir.path().join("runs/r");
+    std::fs::create_dir_all(run.join("checkpoints")).unwrap();
+    let output = ssgan()
+        .args(["fid-stats", run.to_str().unwrap(), "--out"])
+        .arg(dir.path().join("stats.npz"))
+        .args(["--inception-weights", "unused.pth"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let message = stderr(&output);
+    assert!(message.contains("pass --samples N"), "{message}");
+}

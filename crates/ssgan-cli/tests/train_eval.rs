@@ -293,6 +293,7 @@ fn train_evaluates_image_folder() {
     let data = [
         "data.kind=\"image-folder\"".to_string(),
         format!("data.path={:?}", images.display().to_string()),
+        "eval.real_samples=32".to_string(),
     ];
     for key in data {
         args.extend(["--set".into(), key]);
@@ -307,5 +308,8 @@ fn train_evaluates_image_folder() {
     let eval = read_json(&run.join("checkpoints/0000000004/eval.json"));
     let fid = eval["fid"].as_f64().unwrap();
     assert!(fid.is_finite() && fid >= 0.0, "fid {fid}");
-    assert!(run.join("fid_real_stats_8.npz").is_file());
+    // The folder has 16 images, fewer than the 32 requested.
+    assert_eq!(eval["real_samples"], 16, "{eval}");
+    assert!(log.contains("fewer than eval.real_samples"), "{log}");
+    assert!(run.join("fid_real_stats_32.npz").is_file());
 }

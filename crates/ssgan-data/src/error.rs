@@ -73,6 +73,13 @@ pub enum DataError {
     NotAFolder { path: PathBuf },
 
     #[error(
+        "image folder {} not found: data.kind = \"image-folder\" expects a directory of PNG \
+         or JPEG files. Check data.path.",
+        .path.display()
+    )]
+    FolderNotFound { path: PathBuf },
+
+    #[error(
         "{} contains no PNG or JPEG file (.png, .jpg, .jpeg, in any subfolder). Check \
          data.path.",
         .path.display()
@@ -87,13 +94,13 @@ pub enum DataError {
     FolderTooDeep { path: PathBuf, max_depth: usize },
 
     #[error(
-        "failed to decode image {}: {source}. Remove or replace the file.",
+        "failed to decode image {}: {reason}. Remove or replace the file.",
         .path.display()
     )]
     Image {
         path: PathBuf,
-        /// Boxed, because the decoder's error is several times larger than the others.
-        source: Box<image::ImageError>,
+        /// The decoder's message on one line, without its final period.
+        reason: String,
     },
 
     #[error("image index {index} is out of range for a dataset of {len} images")]

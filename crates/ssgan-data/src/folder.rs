@@ -43,10 +43,16 @@ impl FolderImages {
     ///
     /// # Errors
     ///
-    /// [`DataError::NotAFolder`] when `root` is not a directory, [`DataError::Io`] when a
-    /// folder cannot be listed, [`DataError::FolderTooDeep`] below [`MAX_DEPTH`] levels and
-    /// [`DataError::NoImages`] when no file has an image extension.
+    /// [`DataError::FolderNotFound`] when `root` does not exist, [`DataError::NotAFolder`]
+    /// when it is not a directory, [`DataError::Io`] when a folder cannot be listed,
+    /// [`DataError::FolderTooDeep`] below [`MAX_DEPTH`] levels and [`DataError::NoImages`]
+    /// when no file has an image extension.
     pub fn open(root: &Path, size: usize) -> Result<Self, DataError> {
+        if !root.exists() {
+            return Err(DataError::FolderNotFound {
+                path: root.to_path_buf(),
+            });
+        }
         if !root.is_dir() {
             return Err(DataError::NotAFolder {
                 path: root.to_path_buf(),
@@ -91,9 +97,9 @@ impl FolderImages {
             index,
             len: self.files.len(),
         })?;
-        let decoded = image::open(path).map_err(|source| DataError::Image {
+        let decoded = image::open(path).map_err(|error| DataError::Image {
             path: path.clone(),
-            source: Box::new(source),
+            reason: one_line(&error.to_string()),
         })?;
         let square = center_square(&decoded.to_rgb8(), self.size as u32);
         Ok(to_planes(&square))
@@ -138,6 +144,12 @@ impl Listing {
         }
         Ok(())
     }
+}
+
+/// Joins the lines of a message with spaces and drops its trailing period.
+fn one_line(message: &str) -> String {
+    let joined: Vec<&str> = message.split_whitespace().collect();
+    joined.join(" ").trim_end_matches('.').to_owned()
 }
 
 fn has_extension(path: &Path, extensions: &[&str]) -> bool {

@@ -23,6 +23,13 @@ use ssgan_worker::{RunConfig, WorkerError};
 
 use crate::error::{EvaluatorError, JobError};
 
+/// Reference statistics with their URL and the number of images behind them.
+struct RealStatistics {
+    stats: Statistics,
+    url: String,
+    count: u64,
+}
+
 /// Generated images per generator forward pass, and per Inception forward pass.
 const BATCH: usize = 50;
 
@@ -95,15 +102,15 @@ impl FidModel {
     ) -> Result<EvalFile, JobError> {
         let started = Instant::now();
         let store = BlockingStore::open(&task.storage_url)?;
-        let (real, real_stats) = self.real_statistics(&store, generator, task)?;
+        let real = self.real_statistics(&store, generator, task)?;
         let fake = self.generated_statistics(generator, task)?;
-        let fid = frechet_distance(&fake, &real)?;
+        let fid = frechet_distance(&fake, &real.stats)?;
         let eval = EvalFile {
             step: task.step,
             fid,
             samples: task.samples,
-            real_samples: task.real_samples,
-            real_stats,
+            real_samples: real.count,
+            real_stats: real.url,
             inception_weights: self.weights_name.clone(),
             seconds: started.elapsed().as_secs_f64(),
         };
@@ -148,7 +155,14 @@ impl FidModel {
         store: &BlockingStore,
         generator: &CheckpointGenerator,
         task: &v1::EvaluationTask,
-    ) -> Result<(Statistics, String), JobError> {
+    ) -> Result<RealStatistics, JobError> {
+        // Opened before the cache is read, because the dataset may have fewer images than
+        // requested, and eval.json reports the number used.
+        let source = open_real_images(&generator.config, task.real_samples as usize)?;
+        let count = source.len() as u64;
+        if count < task.real_samples {
+            tracing::warn!(run_id = %task.run_id, step = task.step, "data.path has {count} images, fewer than eval.real_samples = {}; the reference statistics use {count}", task.real_samples);
+        }
         let name = format!("fid_real_stats_{}.npz", task.real_samples);
         let url = store.store().run_file_url(&task.run_id, &name);
         let cached = store
@@ -156,9 +170,9 @@ impl FidModel {
             .block_on(store.store().read_run_file(&task.run_id, &name))?;
         if let Some(bytes) = cached {
             tracing::debug!(run_id = %task.run_id, url, "using cached real statistics");
-            return Ok((statistics_from_npz(&bytes)?, url));
+            let stats = statistics_from_npz(&bytes)?;
+            return Ok(RealStatistics { stats, url, count });
         }
-        let source = open_real_images(&generator.config, task.real_samples as usize)?;
         tracing::debug!(run_id = %task.run_id, path = %generator.config.data.path.display(), images = source.len(), "computing real statistics");
         let features = self
             .extractor()
@@ -167,7 +181,7 @@ impl FidModel {
         let bytes = npz_bytes(&stats)?;
         let put = store.store().put_run_file(&task.run_id, &name, bytes);
         store.runtime().block_on(put)?;
-        Ok((stats, url))
+        Ok(RealStatistics { stats, url, count })
     }
 
     fn extractor(&self) -> FeatureExtractor<'_> {

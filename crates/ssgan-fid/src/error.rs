@@ -55,6 +55,12 @@ pub enum FidError {
     #[error("statistics file {} is invalid: {reason}", .path.display())]
     StatsFile { path: PathBuf, reason: String },
 
+    #[error("statistics file {} not found. Check the path.", .path.display())]
+    StatsNotFound { path: PathBuf },
+
+    #[error("cannot write statistics file {}: {reason}", .path.display())]
+    StatsWrite { path: PathBuf, reason: String },
+
     #[error("{what}: expected {expected}, got {actual}")]
     DimensionMismatch {
         what: &'static str,
@@ -82,7 +88,11 @@ pub enum FidError {
     #[error("eigendecomposition of {what} failed to converge")]
     Eigen { what: &'static str },
 
-    #[error("image folder {} contains no image file (bmp, jpg, jpeg, pgm, png, ppm, tif, tiff, webp)", .path.display())]
+    #[error(
+        "image folder {} contains no image file (bmp, jpg, jpeg, pgm, png, ppm, tif, tiff, \
+         webp) at its top level; as in pytorch-fid, subfolders are not read",
+        .path.display()
+    )]
     NoImages { path: PathBuf },
 
     #[error("failed to decode image {}: {source}", .path.display())]

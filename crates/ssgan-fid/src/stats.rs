@@ -75,9 +75,15 @@ impl Statistics {
     ///
     /// # Errors
     ///
-    /// [`FidError::StatsFile`] if the file is not a readable npz archive or an array has
+    /// [`FidError::StatsNotFound`] if the file does not exist, [`FidError::StatsFile`] if it
+    /// is not a readable npz archive or an array has
     /// another shape or dtype, and [`FidError::MissingStatsKey`] naming an absent array.
     pub fn read_npz(path: &Path) -> Result<Self> {
+        if !path.exists() {
+            return Err(FidError::StatsNotFound {
+                path: path.to_path_buf(),
+            });
+        }
         let archive = NpzTensors::new(path).map_err(|error| stats_error(path, error))?;
         let mu = read_array(&archive, path, "mu")?;
         let sigma = read_array(&archive, path, "sigma")?;
@@ -108,14 +114,18 @@ impl Statistics {
     ///
     /// # Errors
     ///
-    /// [`FidError::StatsFile`] if the file cannot be written.
+    /// [`FidError::StatsWrite`] if the file cannot be written.
     pub fn write_npz(&self, path: &Path) -> Result<()> {
         let d = self.dims();
         let mu = Tensor::from_slice(&self.mu, d, &Device::Cpu)?;
         let sigma: Vec<f64> = (0..d * d).map(|k| self.sigma[(k / d, k % d)]).collect();
         let sigma = Tensor::from_vec(sigma, (d, d), &Device::Cpu)?;
-        Tensor::write_npz(&[("mu", &mu), ("sigma", &sigma)], path)
-            .map_err(|error| stats_error(path, format!("failed to write: {error}")))?;
+        Tensor::write_npz(&[("mu", &mu), ("sigma", &sigma)], path).map_err(|error| {
+            FidError::StatsWrite {
+                path: path.to_path_buf(),
+                reason: error.to_string(),
+            }
+        })?;
         debug!(path = %path.display(), dims = d, "wrote statistics");
         Ok(())
     }

@@ -45,6 +45,12 @@ pub enum WorkerError {
         seconds_ago: u64,
         stale_after: u64,
     },
+    /// A run of several worker processes was opened by a single process.
+    #[error(
+        "run {run_id} was created with {world_size} worker processes, and one process cannot \
+         resume it; pass --workers {world_size}"
+    )]
+    WorldSizeMismatch { run_id: String, world_size: u32 },
     /// A checkpoint's trainer state is unreadable.
     #[error("checkpoint {url} is unusable: {reason}")]
     BadCheckpoint { url: String, reason: String },

@@ -118,9 +118,40 @@ fn missing_folder_is_named() {
         .expect("a missing folder is an error")
         .to_string();
     assert!(error.contains("no-such-folder"), "{error}");
-    assert!(error.contains("not a folder"), "{error}");
+    assert!(error.contains("not found"), "{error}");
     assert!(
         !storage.exists(),
         "storage was written before the data was checked"
+    );
+}
+
+#[test]
+fn broken_image_fails_run_with_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let images = dir.path().join("images");
+    write_images(&images);
+    std::fs::write(images.join("odd/zz-broken.png"), "not a png").unwrap();
+    let storage = dir.path().join("out");
+    let storage = storage.to_str().unwrap();
+    let overrides = folder_overrides(
+        &images,
+        &["train.batch_size=13", "loss.rotated_batch_size=4"],
+    );
+    let overrides: Vec<&str> = overrides.iter().map(String::as_str).collect();
+    let mut trainer = Trainer::open(common::tiny_config(&overrides), storage, "broken").unwrap();
+    let error = trainer.run(&AtomicBool::new(false), |_| {}).unwrap_err();
+    assert!(error.to_string().contains("zz-broken.png"), "{error}");
+    assert!(!error.to_string().contains(".."), "{error}");
+
+    let record = BlockingStore::open(storage)
+        .unwrap()
+        .read_run("broken")
+        .unwrap()
+        .unwrap();
+    assert_eq!(record.state, ssgan_store::RunState::Failed);
+    assert!(
+        record.message.contains("zz-broken.png"),
+        "{}",
+        record.message
     );
 }

@@ -296,12 +296,17 @@ impl Trainer {
         if let Err(error) = &result {
             tracing::error!(run_id = %self.run_id, rank = self.rank(), step = self.step(), %error, "training failed");
         }
-        let final_state = match &result {
-            Ok(RankOutcome::Ended(Outcome::Finished { .. })) => RunState::Succeeded,
-            Ok(RankOutcome::Ended(Outcome::Stopped { .. })) => RunState::Stopped,
-            Ok(RankOutcome::Aborted { .. }) | Err(_) => RunState::Failed,
+        let (final_state, message) = match &result {
+            Ok(RankOutcome::Ended(Outcome::Finished { .. })) => {
+                (RunState::Succeeded, String::new())
+            }
+            Ok(RankOutcome::Ended(Outcome::Stopped { .. })) => (RunState::Stopped, String::new()),
+            Ok(RankOutcome::Aborted { step }) => {
+                (RunState::Failed, format!("aborted at step {step}"))
+            }
+            Err(error) => (RunState::Failed, error.to_string()),
         };
-        if let Err(error) = self.save_record_state(final_state) {
+        if let Err(error) = self.save_record_state(final_state, &message) {
             tracing::error!(run_id = %self.run_id, rank = self.rank(), step = self.step(), %error, "cannot record the final run state");
         }
         result
@@ -313,7 +318,7 @@ impl Trainer {
         abort: &AtomicBool,
         observer: &mut dyn TrainObserver,
     ) -> Result<RankOutcome> {
-        self.save_record_state(RunState::Running)?;
+        self.save_record_state(RunState::Running, "")?;
         self.check_replicas()?;
         let target = self.stepper.config.train.steps;
         let mut last_heartbeat = Instant::now();
@@ -473,8 +478,9 @@ impl Trainer {
         }
     }
 
-    /// Sets the state of an owned run record and writes it; a Running state counts an attempt.
-    fn save_record_state(&mut self, state: RunState) -> Result<()> {
+    /// Sets the state and its reason in an owned run record and writes it; a Running state
+    /// counts an attempt.
+    fn save_record_state(&mut self, state: RunState, message: &str) -> Result<()> {
         let Some(record) = &self.record else {
             return Ok(());
         };
@@ -484,6 +490,7 @@ impl Trainer {
                 record.attempts += 1;
             }
             record.state = state;
+            record.message = message.to_owned();
             record::set_config(record, config);
         })
     }

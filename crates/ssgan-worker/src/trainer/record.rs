@@ -13,16 +13,23 @@ pub(super) const HEARTBEAT: Duration = Duration::from_secs(30);
 /// Age after which a RUNNING record counts as left behind by a process that died.
 const STALE_AFTER: Duration = Duration::from_secs(120);
 
-/// Reads the run's record, or starts a new one, and rejects a run another process trains.
+/// Reads the run's record, or starts a new one, for training in this single process.
+/// Rejects a run that another process trains, and one of several worker processes.
 pub(super) fn open_record(
     store: &BlockingStore,
     run_id: &str,
     config: &RunConfig,
 ) -> Result<RunRecord> {
-    match store.read_run(run_id)? {
-        Some(record) => check_not_active(record),
-        None => Ok(new_record(run_id, config)),
+    let Some(record) = store.read_run(run_id)? else {
+        return Ok(new_record(run_id, config));
+    };
+    if record.world_size > 1 {
+        return Err(WorkerError::WorldSizeMismatch {
+            run_id: record.run_id,
+            world_size: record.world_size,
+        });
     }
+    check_not_active(record)
 }
 
 /// The run record of a run that this process owns, shared by the trainer and the threads

@@ -39,6 +39,26 @@ pub(crate) fn with_target_steps(config_toml: &str, steps: u64) -> Result<String,
         .map_err(|error| Status::internal(format!("failed to write the run config: {error}")))
 }
 
+/// Number of newest checkpoints that retention keeps when `checkpoint.keep` is not set; the
+/// worker's config has the same default.
+const DEFAULT_CHECKPOINT_KEEP: usize = 3;
+
+/// Returns `checkpoint.keep` of a run config, or its default when the key is absent or the
+/// text is not valid TOML.
+pub(crate) fn checkpoint_keep(config_toml: &str) -> usize {
+    let Ok(table) = parse(config_toml) else {
+        return DEFAULT_CHECKPOINT_KEEP;
+    };
+    let keep = table
+        .get("checkpoint")
+        .and_then(|section| section.get("keep"))
+        .and_then(toml::Value::as_integer);
+    match keep {
+        Some(keep) if keep >= 1 => keep as usize,
+        _ => DEFAULT_CHECKPOINT_KEEP,
+    }
+}
+
 /// The `[eval]` settings of a run config that scheduling evaluations needs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct EvalSettings {

@@ -2,8 +2,9 @@
 //! due becomes a task for an evaluator, whose result or failure is recorded here.
 
 use ssgan_proto::v1;
+use ssgan_store::RunState;
 
-use crate::config::eval_settings;
+use crate::config::{checkpoint_keep, eval_settings};
 use crate::evaluators::EvaluatorKey;
 use crate::shared::Shared;
 
@@ -86,7 +87,38 @@ pub(crate) async fn on_result(
     if let Err(error) = shared.registry.record_eval(&result.run_id, &result).await {
         tracing::warn!(run_id = %result.run_id, step = result.step, %error, "failed to record an evaluation");
     }
+    prune_ended_run(shared, &result.run_id).await;
     shared.evaluators.dispatch();
+}
+
+/// Applies checkpoint retention to a run that has ended, because the checkpoints that it
+/// kept while their evaluation was pending, or while they were the best, may now go. A
+/// running run is left to its rank 0, which applies retention after each commit.
+async fn prune_ended_run(shared: &Shared, run_id: &str) {
+    let Ok(entry) = shared.registry.get(run_id) else {
+        return;
+    };
+    let record = &entry.record;
+    if !matches!(
+        record.state,
+        RunState::Succeeded | RunState::Stopped | RunState::Failed
+    ) {
+        return;
+    }
+    let keep = checkpoint_keep(&record.config_toml);
+    let protected = record.protected_steps();
+    let store = shared.registry.store();
+    match store.apply_retention(run_id, keep, &protected).await {
+        Ok(deleted) => tracing::debug!(
+            run_id,
+            ?deleted,
+            ?protected,
+            "applied retention after an evaluation"
+        ),
+        Err(error) => {
+            tracing::warn!(run_id, %error, "failed to apply retention after an evaluation")
+        }
+    }
 }
 
 /// Logs an evaluator's failure, drops the step from the run's pending evaluations and gives
@@ -114,7 +146,8 @@ pub(crate) async fn on_failure(
 
 #[cfg(test)]
 mod tests {
-    use ssgan_store::{RunRecord, RunState, Store};
+    use bytes::Bytes;
+    use ssgan_store::{CheckpointFile, EvalRecord, RunRecord, Store};
 
     use super::*;
     use crate::evaluators::EvaluatorPool;
@@ -168,5 +201,48 @@ mod tests {
         let mut shared = shared_with(record(vec![2, 4])).await;
         requeue_pending(&mut shared);
         assert_eq!(shared.evaluators.pending("r"), 2);
+    }
+
+    #[tokio::test]
+    async fn ended_run_keeps_newest_and_best() {
+        let mut ended = record(Vec::new());
+        ended.state = RunState::Succeeded;
+        ended.config_toml = format!("{CONFIG}[checkpoint]\nkeep = 1\n");
+        ended.record_eval(EvalRecord {
+            step: 2,
+            fid: 10.0,
+            samples: 8,
+        });
+        let mut shared = shared_with(ended.clone()).await;
+        let store = shared.registry.store().clone();
+        for step in [2, 4, 6] {
+            let file = CheckpointFile {
+                name: "g.safetensors".to_owned(),
+                bytes: Bytes::from_static(b"weights"),
+            };
+            store
+                .commit_checkpoint("r", step, vec![file])
+                .await
+                .unwrap();
+        }
+        prune_ended_run(&shared, "r").await;
+        assert_eq!(store.committed_steps("r").await.unwrap(), [2, 6]);
+
+        // A running run is left to its rank 0.
+        ended.state = RunState::Running;
+        shared = shared_with(ended).await;
+        let store = shared.registry.store().clone();
+        for step in [8, 10] {
+            let file = CheckpointFile {
+                name: "g.safetensors".to_owned(),
+                bytes: Bytes::from_static(b"weights"),
+            };
+            store
+                .commit_checkpoint("r", step, vec![file])
+                .await
+                .unwrap();
+        }
+        prune_ended_run(&shared, "r").await;
+        assert_eq!(store.committed_steps("r").await.unwrap(), [8, 10]);
     }
 }

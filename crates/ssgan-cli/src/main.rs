@@ -10,6 +10,7 @@ mod progress;
 mod run_client;
 mod sample;
 mod services;
+mod startup_run;
 mod train;
 mod train_eval;
 mod train_workers;

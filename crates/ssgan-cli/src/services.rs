@@ -11,6 +11,7 @@ use ssgan_evaluator::{EvaluatorOptions, run_evaluator};
 use ssgan_worker::agent::{AgentOptions, run_agent};
 
 use crate::run_client::DEFAULT_COORDINATOR;
+use crate::startup_run::StartupRunArgs;
 
 #[derive(Args)]
 pub struct CoordinatorArgs {
@@ -30,6 +31,8 @@ pub struct CoordinatorArgs {
     /// Restarts of a run after lost workers or failed attempts before it becomes FAILED.
     #[arg(long, default_value_t = 3)]
     restart_limit: u32,
+    #[command(flatten)]
+    startup: StartupRunArgs,
 }
 
 #[derive(Args)]
@@ -80,11 +83,21 @@ pub fn run_coordinator(args: CoordinatorArgs) -> Result<i32> {
     options.heartbeat_interval = Duration::from_secs(args.heartbeat_seconds);
     options.heartbeat_timeout = Duration::from_secs(args.heartbeat_timeout_seconds);
     options.restart_limit = args.restart_limit;
+    let startup = args.startup.load()?;
     runtime()?.block_on(async {
         tracing::info!(listen = %args.listen, storage = %args.storage, "coordinator starting");
-        Coordinator::serve_until(options, termination())
+        let failed = || format!("coordinator on {} failed", args.listen);
+        let coordinator = Coordinator::start(options).await.with_context(failed)?;
+        if let Some(run) = &startup
+            && let Err(error) = run.ensure(coordinator.local_addr()).await
+        {
+            coordinator.shutdown().await.with_context(failed)?;
+            return Err(error);
+        }
+        coordinator
+            .run_until(termination())
             .await
-            .with_context(|| format!("coordinator on {} failed", args.listen))?;
+            .with_context(failed)?;
         tracing::info!("coordinator stopped");
         Ok(0)
     })

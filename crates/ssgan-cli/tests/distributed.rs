@@ -67,16 +67,24 @@ struct Service {
     url: String,
     port: u16,
     storage: PathBuf,
+    /// Arguments added to every start of the coordinator.
+    extra: Vec<String>,
     processes: Processes,
 }
 
 impl Service {
     fn start(storage: &Path) -> Self {
+        Self::start_with(storage, &[])
+    }
+
+    /// Starts a coordinator with `extra` arguments, such as --create-run.
+    fn start_with(storage: &Path, extra: &[String]) -> Self {
         let port = free_port();
         let mut service = Self {
             url: format!("http://127.0.0.1:{port}"),
             port,
             storage: storage.to_path_buf(),
+            extra: extra.to_vec(),
             processes: Processes(Vec::new()),
         };
         service.start_coordinator();
@@ -91,6 +99,7 @@ impl Service {
                 &format!("127.0.0.1:{}", self.port),
             ])
             .args(["--storage", self.storage.to_str().unwrap()])
+            .args(&self.extra)
             .args([
                 "--heartbeat-seconds",
                 "1",
@@ -358,4 +367,45 @@ fn train_with_two_workers_resumes() {
         "{}",
         stderr(&again)
     );
+}
+
+/// Arguments that make the coordinator create run `boot` of the tiny demo at start.
+fn create_at_start(steps: u64) -> Vec<String> {
+    let mut args: Vec<String> = ["--create-run", &demo_config(), "--run-id", "boot"]
+        .map(String::from)
+        .to_vec();
+    args.extend(["--workers".to_string(), "1".to_string()]);
+    args.extend(tiny(steps));
+    args
+}
+
+#[test]
+fn coordinator_creates_run_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut service = Service::start_with(dir.path(), &create_at_start(2));
+    service.start_workers(1);
+    let run = service.wait_state("boot", "SUCCEEDED");
+    assert_eq!(run["step"], 2, "{run}");
+
+    // A restarted coordinator finds the run and leaves it as it is.
+    service.kill_coordinator();
+    service.start_coordinator();
+    let run = service.get_json("boot");
+    assert_eq!(run["state"], "SUCCEEDED", "{run}");
+    assert_eq!(run["attempt"], 1, "{run}");
+}
+
+#[test]
+fn coordinator_rejects_bad_startup_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut args = create_at_start(2);
+    args.extend(["--set".to_string(), "model.chanels=3".to_string()]);
+    let output = ssgan()
+        .args(["coordinator", "--listen", "127.0.0.1:0"])
+        .args(["--storage", dir.path().to_str().unwrap()])
+        .args(&args)
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(stderr(&output).contains("chanels"), "{}", stderr(&output));
 }

@@ -76,13 +76,21 @@ impl Coordinator {
         options: CoordinatorOptions,
         signal: impl Future<Output = ()>,
     ) -> Result<(), CoordinatorError> {
-        let mut coordinator = Self::start(options).await?;
+        Self::start(options).await?.run_until(signal).await
+    }
+
+    /// Serves until `signal` completes, then shuts down, as [`Coordinator::serve_until`]
+    /// does for a coordinator that is already started.
+    pub async fn run_until(
+        mut self,
+        signal: impl Future<Output = ()>,
+    ) -> Result<(), CoordinatorError> {
         tokio::select! {
             () = signal => {}
             // The server ends by itself only when it fails.
-            result = &mut coordinator.server => return Ok(result??),
+            result = &mut self.server => return Ok(result??),
         }
-        coordinator.shutdown().await
+        self.shutdown().await
     }
 
     /// Returns the address the server listens on, with the actual port when `listen` had

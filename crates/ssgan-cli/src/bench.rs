@@ -150,7 +150,7 @@ fn run_step(args: StepArgs) -> Result<i32> {
         println!("{}", serde_json::to_string(&result)?);
     } else {
         println!(
-            "{:.2} images/s, median step {:.3} s (min {:.3}, max {:.3}) over {} steps after {} warm-up; {} at {}x{} on {}, {:.2} model TFLOP/s; batch {}, n_dis {}, G width {}, D width {}, {} threads, peak RSS {}",
+            "{:.2} images/s, median step {:.3} s (min {:.3}, max {:.3}) over {} steps after {} warm-up; {} at {}x{} on {}, {:.2} model TFLOP/s; batch {}, n_dis {}, G width {}, D width {}, {}, peak RSS {}",
             result.images_per_second,
             result.step_seconds_median,
             result.step_seconds_min,
@@ -166,7 +166,7 @@ fn run_step(args: StepArgs) -> Result<i32> {
             result.n_dis,
             result.generator_width,
             result.discriminator_width,
-            result.threads,
+            crate::text::counted(result.threads as u64, "thread"),
             result
                 .peak_rss_bytes
                 .map_or("unknown".to_string(), |b| format!("{} MiB", b >> 20))

@@ -87,11 +87,12 @@ pub fn run(args: DataBenchArgs) -> Result<i32> {
     } else {
         println!(
             "{images_per_second:.1} images/s, median batch {median:.3} s over {} batches of \
-             {batch_size} after {} warm-up; {kind} {} ({} images) at {s}x{s}, {threads} threads",
+             {batch_size} after {} warm-up; {kind} {} ({} images) at {s}x{s}, {}",
             seconds.len(),
             args.warmup,
             config.data.path.display(),
             images.len(),
+            crate::text::counted(threads as u64, "thread"),
             s = images.image_size(),
         );
     }

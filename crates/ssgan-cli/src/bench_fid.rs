@@ -82,10 +82,11 @@ pub fn run(args: FidBenchArgs) -> Result<i32> {
     } else {
         println!(
             "{features_per_second:.2} features/s, median batch {median:.3} s over {} batches \
-             of {} images after {} warm-up; {dtype:?}, {threads} threads",
+             of {} images after {} warm-up; {dtype:?}, {}",
             seconds.len(),
             args.batch_size,
-            args.warmup
+            args.warmup,
+            crate::text::counted(threads as u64, "thread")
         );
     }
     Ok(0)

@@ -11,6 +11,7 @@ mod run_client;
 mod sample;
 mod services;
 mod startup_run;
+mod text;
 mod train;
 mod train_eval;
 mod train_workers;

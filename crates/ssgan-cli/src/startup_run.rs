@@ -10,6 +10,8 @@ use ssgan_proto::v1::run_service_client::RunServiceClient;
 use ssgan_proto::v1::{CreateRunRequest, GetRunRequest, RunState};
 use ssgan_worker::RunConfig;
 
+use crate::text::counted;
+
 /// Options of the run that a coordinator creates at start.
 #[derive(Args)]
 pub struct StartupRunArgs {
@@ -91,7 +93,8 @@ impl StartupRun {
                 anyhow::anyhow!("cannot create run {}: {}", self.run_id, status.message())
             })?
             .into_inner();
-        tracing::info!(run_id = %run.run_id, workers = self.workers, "created the run; it starts when {} workers have joined", self.workers);
+        let workers = counted(self.workers, "worker");
+        tracing::info!(run_id = %run.run_id, "created the run; it starts when {workers} have joined");
         Ok(())
     }
 

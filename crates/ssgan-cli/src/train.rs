@@ -33,7 +33,8 @@ pub struct TrainArgs {
     #[arg(long = "set", value_name = "KEY=VALUE")]
     overrides: Vec<String>,
     /// Train with N worker processes and a coordinator on this machine, each worker with an
-    /// equal share of the --threads budget. Without it, training runs in this process.
+    /// equal share of the --threads budget, and at least one thread. Without it, training
+    /// runs in this process.
     #[arg(long, value_name = "N")]
     workers: Option<u32>,
     /// Address of the coordinator's gRPC server with --workers (port 0: any free port).

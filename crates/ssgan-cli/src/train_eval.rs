@@ -18,6 +18,8 @@ use ssgan_worker::sample::{CheckpointGenerator, load_checkpoint_generator};
 use ssgan_worker::{RunConfig, SharedRecord, Trainer};
 use tonic::transport::Channel;
 
+use crate::text::counted;
+
 /// Time between polls of the run's pending evaluations at the end of `train --workers`.
 const PENDING_POLL: Duration = Duration::from_millis(500);
 
@@ -258,8 +260,8 @@ pub async fn wait_for_evaluations(
         if !announced {
             tracing::info!(
                 run_id,
-                "waiting for {} FID evaluations (Ctrl-C to skip them)",
-                run.pending_evals
+                "waiting for {} (Ctrl-C to skip them)",
+                counted(run.pending_evals, "FID evaluation")
             );
             announced = true;
         }

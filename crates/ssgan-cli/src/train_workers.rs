@@ -21,6 +21,7 @@ use tonic::transport::Channel;
 
 use crate::progress::Progress;
 use crate::run_client::{connect, state_name};
+use crate::text::counted;
 use crate::train_eval::{log_evaluations, spawn_evaluator, wait_for_evaluations};
 
 /// Time that worker processes get to exit after SIGTERM before they are killed.
@@ -184,18 +185,21 @@ async fn resume_existing(
     let target = launch.config.train.steps;
     let state = RunState::try_from(run.state).unwrap_or(RunState::Unspecified);
     if run.world_size != launch.workers {
+        let hint = match run.world_size {
+            1 => "leave out --workers to resume it in one process".to_owned(),
+            size => format!("pass --workers {size}"),
+        };
         bail!(
-            "run {} was created with {} workers, not {}; pass --workers {}",
+            "run {} was created with {}, not {}; {hint}",
             run.run_id,
-            run.world_size,
-            launch.workers,
-            run.world_size
+            counted(run.world_size, "worker process"),
+            launch.workers
         );
     }
     if state == RunState::Succeeded && run.step >= target {
         tracing::warn!(
             run_id = %run.run_id,
-            "the run is already at step {}, not before train.steps = {target}; nothing to train (raise --steps to continue)",
+            "the run is already at step {}, at or past train.steps = {target}; nothing to train (raise --steps to continue)",
             run.step
         );
         return Ok(None);
@@ -221,15 +225,15 @@ fn announce(run: &Run) {
     match run.latest_checkpoint_step {
         Some(step) => tracing::info!(
             run_id = %run.run_id,
-            "resuming from step {step} of {} with {} workers",
+            "resuming from step {step} of {} with {}",
             run.target_steps,
-            run.world_size
+            counted(run.world_size, "worker")
         ),
         None => tracing::info!(
             run_id = %run.run_id,
-            "starting a new run of {} steps with {} workers",
+            "starting a new run of {} steps with {}",
             run.target_steps,
-            run.world_size
+            counted(run.world_size, "worker")
         ),
     }
 }

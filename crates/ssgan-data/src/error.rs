@@ -7,14 +7,15 @@ use crate::cifar::{RECORD_BYTES, Split};
 pub enum DataError {
     #[error(
         "{} not found: expected a CIFAR-10 binary file or a directory that contains \
-         data_batch_*.bin and test_batch.bin. Check the path.",
+         data_batch_*.bin files. Check the path.",
         .path.display()
     )]
     NotFound { path: PathBuf },
 
     #[error(
         "{} contains no CIFAR-10 {split} file: looked for {expected}. Point the path at \
-         the extracted cifar-10-batches-bin directory or at a single .bin file.",
+         the extracted cifar-10-batches-bin directory or at a single .bin file, or train on \
+         a folder of PNG or JPEG images with data.kind = \"image-folder\".",
         .dir.display()
     )]
     NoMatchingFiles {

@@ -70,8 +70,9 @@ fn read_config(path: &Path, overrides: &[String]) -> Result<(String, String)> {
     let origin = if overrides.is_empty() {
         path.display().to_string()
     } else {
-        let sets = overrides.join(" --set ");
-        format!("{} with --set {sets}", path.display())
+        // Command-line overrides: --set, and options such as --steps that stand for one.
+        let sets = overrides.join(", ");
+        format!("{} with the overrides {sets}", path.display())
     };
     Ok((text, origin))
 }
@@ -326,6 +327,15 @@ impl RunConfig {
 
     /// Checks that the data kind can provide images of the model's size.
     fn validate_data(&self) -> Result<()> {
+        if self.data.path.as_os_str().is_empty() {
+            return Err(WorkerError::InvalidValue {
+                key: "data.path",
+                value: "\"\"".into(),
+                expected: "the path of the training data (a CIFAR-10 file or folder, or an image \
+                           folder)"
+                    .into(),
+            });
+        }
         let size = self.model.image_size();
         if self.data.kind == DataKind::Cifar10 && size != 32 {
             let arch = self.model.arch.name();

@@ -311,8 +311,9 @@ fn step_report(metrics: &StepMetrics, progress: &Progress) -> StepReport {
             ..Default::default()
         },
         seconds: metrics.step_seconds,
-        // The coordinator's step reports do not carry the data time.
+        // The coordinator's step reports do not carry the data and collective times.
         data_seconds: 0.0,
+        collective_seconds: 0.0,
         images_per_second: metrics.images_per_second,
     }
 }

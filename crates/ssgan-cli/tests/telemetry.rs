@@ -164,6 +164,7 @@ fn train_exports_spans_and_metrics() {
         "ssgan.rotation_accuracy",
         "ssgan.step.duration",
         "ssgan.data_wait.duration",
+        "ssgan.collective.duration",
         "ssgan.checkpoint.size",
     ] {
         assert!(

@@ -40,6 +40,7 @@ mod nccl;
 mod ring;
 mod single;
 mod tensor;
+mod timed;
 #[cfg(test)]
 mod twins;
 mod watchdog;
@@ -58,6 +59,7 @@ pub use nccl::{NcclCommunicator, create_unique_id, nccl_version};
 pub use ring::{RingConfig, RingListener, RingMembership, TcpRing};
 pub use single::SingleRank;
 pub use tensor::{all_reduce_sum_in_place, all_reduce_sum_tensor};
+pub use timed::TimedCommunicator;
 pub use watchdog::{CollectiveLibrary, FailureReason, Ticket, Watchdog, WatchdogFailure};
 
 /// A group of `world_size` ranks that run the same sequence of collective calls.

@@ -10,7 +10,8 @@
 //! | `ssgan.rotation_accuracy` | gauge | 1 | every step, rank 0 |
 //! | `ssgan.images_per_second` | gauge | {image}/s | every step, rank 0 |
 //! | `ssgan.step.duration` | histogram | s | every step, every rank |
-//! | `ssgan.data_wait.duration` | histogram | s | every real batch, every rank |
+//! | `ssgan.data_wait.duration` | histogram | s | every step, every rank |
+//! | `ssgan.collective.duration` | histogram | s | every step, every rank |
 //! | `ssgan.checkpoint.duration` | histogram | s | every committed checkpoint |
 //! | `ssgan.checkpoint.size` | counter | By | every committed checkpoint |
 //! | `ssgan.fid` | gauge | 1 | every evaluation |
@@ -42,6 +43,7 @@ struct Instruments {
     images_per_second: Gauge<f64>,
     step_duration: Histogram<f64>,
     data_wait: Histogram<f64>,
+    collective: Histogram<f64>,
     checkpoint_duration: Histogram<f64>,
     checkpoint_size: Counter<u64>,
     fid: Gauge<f64>,
@@ -62,6 +64,7 @@ impl Instruments {
             images_per_second: gauge("ssgan.images_per_second", "{image}/s"),
             step_duration: seconds("ssgan.step.duration"),
             data_wait: seconds("ssgan.data_wait.duration"),
+            collective: seconds("ssgan.collective.duration"),
             checkpoint_duration: seconds("ssgan.checkpoint.duration"),
             checkpoint_size: meter
                 .u64_counter("ssgan.checkpoint.size")
@@ -122,6 +125,14 @@ pub fn record_step_duration(run_id: &str, rank: usize, seconds: f64) {
 pub fn record_data_wait(run_id: &str, rank: usize, seconds: f64) {
     instruments()
         .data_wait
+        .record(seconds, &run_attributes(run_id, rank));
+}
+
+/// Records the time a rank spent in collectives during a step: the gradient all-reduce and
+/// synchronized batch norm. On GPUs this is only the time to queue NCCL's asynchronous work.
+pub fn record_collective_time(run_id: &str, rank: usize, seconds: f64) {
+    instruments()
+        .collective
         .record(seconds, &run_attributes(run_id, rank));
 }
 

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor};
-use ssgan_collective::Communicator;
+use ssgan_collective::{Communicator, TimedCommunicator};
 use ssgan_data::{BatchOrder, DataPosition, Prefetcher, TrainImages, shard};
 use ssgan_model::{DiscriminatorMetrics, GanSettings, GeneratorMetrics, SsGan, latent};
 
@@ -25,6 +25,9 @@ pub struct StepReport {
     pub seconds: f64,
     /// Part of `seconds` spent waiting for real batches and copying them to the device.
     pub data_seconds: f64,
+    /// Part of `seconds` spent in collectives: gradient all-reduce and synchronized batch
+    /// norm. On GPUs only the time to queue NCCL's work, which runs asynchronously.
+    pub collective_seconds: f64,
     /// Global batch over the step's wall time.
     pub images_per_second: f64,
 }
@@ -37,6 +40,8 @@ pub struct Stepper {
     pub(crate) batches: Prefetcher,
     pub(crate) order: BatchOrder,
     pub(crate) comm: Arc<dyn Communicator>,
+    /// The same communicator as `comm`, for the time its collectives take.
+    collective_timer: Arc<TimedCommunicator>,
     pub(crate) step: u64,
     /// Device of the model; batches are assembled on the CPU and copied here.
     device: Device,
@@ -63,6 +68,8 @@ impl Stepper {
         device: Device,
     ) -> Result<Self> {
         check_image_size(dataset.as_ref(), &config)?;
+        let collective_timer = Arc::new(TimedCommunicator::new(comm));
+        let comm: Arc<dyn Communicator> = collective_timer.clone();
         let gan = build_gan_on(&config, comm.clone(), &device)?;
         let order = BatchOrder::new(config.run.seed, dataset.len(), DataPosition::default())?;
         Ok(Self {
@@ -71,6 +78,7 @@ impl Stepper {
             batches: Prefetcher::new(Arc::from(dataset)),
             order,
             comm,
+            collective_timer,
             step: 0,
             device,
             staging: BatchStaging::default(),
@@ -80,6 +88,8 @@ impl Stepper {
     /// Runs n_dis discriminator steps and one generator step on the next real batches.
     pub fn train_step(&mut self) -> Result<StepReport> {
         let started = Instant::now();
+        // Collectives between steps, such as the stop agreement, are not the step's.
+        self.collective_timer.take_seconds();
         let n_dis = self.config.optim.n_dis;
         let mut d_sum = DiscriminatorMetrics::default();
         let mut data_seconds = 0.0;
@@ -104,6 +114,7 @@ impl Stepper {
             generator,
             seconds,
             data_seconds,
+            collective_seconds: self.collective_timer.take_seconds(),
             images_per_second: self.config.train.batch_size as f64 / seconds,
         })
     }

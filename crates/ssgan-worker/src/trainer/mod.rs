@@ -509,6 +509,7 @@ impl Trainer {
 fn record_step_metrics(run_id: &str, rank: usize, report: &StepReport) {
     metrics::record_step_duration(run_id, rank, report.seconds);
     metrics::record_data_wait(run_id, rank, report.data_seconds);
+    metrics::record_collective_time(run_id, rank, report.collective_seconds);
     if rank != 0 {
         return;
     }

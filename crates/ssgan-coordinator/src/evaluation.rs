@@ -203,6 +203,20 @@ mod tests {
         assert_eq!(shared.evaluators.pending("r"), 2);
     }
 
+    /// Commits a one-file checkpoint of every step in `steps`.
+    async fn commit_steps(store: &Store, steps: &[u64]) {
+        for &step in steps {
+            let file = CheckpointFile {
+                name: "g.safetensors".to_owned(),
+                bytes: Bytes::from_static(b"weights"),
+            };
+            store
+                .commit_checkpoint("r", step, vec![file])
+                .await
+                .unwrap();
+        }
+    }
+
     #[tokio::test]
     async fn ended_run_keeps_newest_and_best() {
         let mut ended = record(Vec::new());
@@ -213,35 +227,17 @@ mod tests {
             fid: 10.0,
             samples: 8,
         });
-        let mut shared = shared_with(ended.clone()).await;
-        let store = shared.registry.store().clone();
-        for step in [2, 4, 6] {
-            let file = CheckpointFile {
-                name: "g.safetensors".to_owned(),
-                bytes: Bytes::from_static(b"weights"),
-            };
-            store
-                .commit_checkpoint("r", step, vec![file])
-                .await
-                .unwrap();
-        }
+        let shared = shared_with(ended.clone()).await;
+        let store = shared.registry.store();
+        commit_steps(store, &[2, 4, 6]).await;
         prune_ended_run(&shared, "r").await;
         assert_eq!(store.committed_steps("r").await.unwrap(), [2, 6]);
 
         // A running run is left to its rank 0.
         ended.state = RunState::Running;
-        shared = shared_with(ended).await;
-        let store = shared.registry.store().clone();
-        for step in [8, 10] {
-            let file = CheckpointFile {
-                name: "g.safetensors".to_owned(),
-                bytes: Bytes::from_static(b"weights"),
-            };
-            store
-                .commit_checkpoint("r", step, vec![file])
-                .await
-                .unwrap();
-        }
+        let shared = shared_with(ended).await;
+        let store = shared.registry.store();
+        commit_steps(store, &[8, 10]).await;
         prune_ended_run(&shared, "r").await;
         assert_eq!(store.committed_steps("r").await.unwrap(), [8, 10]);
     }

@@ -16,8 +16,8 @@ the folder tree. It prints one line of JSON with the keys of `ssgan bench data -
 uses N loader processes, like N threads of ssgan's rayon pool. Loader processes work ahead
 of the consumer, so single batches can arrive at once: images_per_second is the measured
 images over the whole timed span, not over the median batch. The batches that the workers
-finished during the warm-up still count, which flatters PyTorch by up to 2 x workers
-batches; time many batches to keep that small.
+finished during the warm-up still count, up to 2 x workers of them, and they flatter
+PyTorch. Time many batches to keep that share small.
 
 NOTE: not run in the ssgan repository's CI, because torch is not installed there.
 """

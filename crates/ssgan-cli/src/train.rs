@@ -137,10 +137,11 @@ fn nothing_to_train(trainer: &Trainer) -> bool {
 
 fn announce(trainer: &Trainer, storage: &str) {
     let config = trainer.config();
-    if let Some(step) = trainer.resumed_from().filter(|s| *s >= config.train.steps) {
+    if nothing_to_train(trainer) {
         tracing::warn!(
             run_id = trainer.run_id(),
-            "the run is already at step {step}, at or past train.steps = {}; nothing to train (raise --steps to continue)",
+            "the run is already at step {}, at or past train.steps = {}; nothing to train (raise --steps to continue)",
+            trainer.step(),
             config.train.steps
         );
         return;

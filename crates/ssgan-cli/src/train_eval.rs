@@ -163,7 +163,7 @@ impl RunLink {
     /// Applies `change` to the run record and writes it, logging a failed write.
     fn update_record(&self, step: u64, change: impl FnOnce(&mut RunRecord)) {
         if let Err(error) = self.record.update(&self.store, change) {
-            tracing::error!(run_id = %self.run_id, step, %error, "cannot write the run record");
+            tracing::error!(run_id = %self.run_id, step, %error, "failed to write the run record");
         }
     }
 
@@ -179,7 +179,7 @@ impl RunLink {
                 "applied retention after the evaluations"
             ),
             Err(error) => {
-                tracing::error!(run_id, %error, "cannot apply checkpoint retention after the evaluations")
+                tracing::error!(run_id, %error, "failed to apply checkpoint retention after the evaluations")
             }
         }
     }

@@ -307,7 +307,8 @@ fn train_evaluates_image_folder() {
     assert_eq!(eval_steps(&record), [2, 4], "{record}");
     let eval = read_json(&run.join("checkpoints/0000000004/eval.json"));
     let fid = eval["fid"].as_f64().unwrap();
-    assert!(fid.is_finite() && fid >= 0.0, "fid {fid}");
+    assert!(fid.is_finite(), "fid {fid}");
+    assert!(fid >= 0.0, "fid {fid}");
     // The folder has 16 images, fewer than the 32 requested.
     assert_eq!(eval["real_samples"], 16, "{eval}");
     assert!(log.contains("fewer than eval.real_samples"), "{log}");
